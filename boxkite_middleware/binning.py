@@ -1,0 +1,195 @@
+"""Pure numpy binning shared by the training baseline and the live recorder.
+
+Both sides call the same functions, so a value replayed in production lands in exactly the
+bucket or category it was counted in at training time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+OTHER = "__other__"
+"""Category that unknown values and categories beyond ``max_categories`` fold into."""
+
+MAX_CATEGORY_LENGTH = 64
+"""Longer category strings are cut, so a client cannot make label values of any size."""
+
+MAX_DISCRETE_VALUES = 20
+"""A column of integers with at most this many distinct values is categorical."""
+
+EXACT_INTEGERS = 2**53
+"""Integers beyond this are written as floats (``1e+64``), the same whether sent as int or float."""
+
+
+def as_float(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Numbers (and numeric strings) as float64; anything else becomes NaN, i.e. *missing*.
+
+    Integers too large for a float become ±inf rather than missing: they are numbers.
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False).ravel()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim == 1:
+            return array
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return np.fromiter((_one_float(v) for v in values), dtype=np.float64, count=len(values))
+
+
+def _one_float(value: Any) -> float:
+    if isinstance(value, (list, tuple, dict, bytes)) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def canonical_category(value: Any) -> str | None:
+    """The category string of a value, or None when the value is missing.
+
+    Integral numbers are written as integers (``1``, ``1.0`` and ``1e0`` are all ``"1"``), other
+    floats by ``repr``, booleans as ``"true"``/``"false"``, strings verbatim (cut to
+    ``MAX_CATEGORY_LENGTH``). Empty strings, None, NaN and containers are missing.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value[:MAX_CATEGORY_LENGTH] or None
+    if isinstance(value, (int, np.integer)):
+        value = _one_float(value) if abs(value) >= EXACT_INTEGERS else int(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        if number.is_integer() and abs(number) < EXACT_INTEGERS:
+            return str(int(number))
+        return repr(number)
+    return None
+
+
+def is_discrete(finite: np.ndarray, max_categories: int) -> bool:
+    """A numeric column is categorical iff all values are integers with few distinct values.
+
+    The rule depends neither on the number of rows nor on a sample: a column of real
+    measurements stays continuous however much data there is.
+    """
+    limit = min(max_categories, MAX_DISCRETE_VALUES)
+    if finite.size == 0 or not np.all(finite == np.floor(finite)):
+        return False
+    low, high = finite.min(), finite.max()
+    if high - low >= 2**20:
+        return False  # at least 2**20 apart yet at most 20 distinct: not worth a full count
+    present = np.bincount((finite - low).astype(np.int64))
+    return int(np.count_nonzero(present)) <= limit
+
+
+def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
+    """Finite bucket edges (``le`` values) for sorted finite training values.
+
+    Freedman–Diaconis width, rounded to a multiple of the data's resolution so that data on a
+    grid does not leave every other bin empty. When the rule asks for more than ``max_bins``
+    bins, the fine grid covers the inter-quartile region and two outer bins reach out to the
+    minimum and maximum, so one outlier cannot squeeze every value into one bin. Every edge is
+    then moved to the middle of the gap between two distinct training values, far enough from
+    both that a float32 round trip of a value does not change its bucket.
+    """
+    if max_bins < 2:
+        raise ValueError(f"max_bins must be at least 2, not {max_bins}")
+    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    if distinct.size < 2:
+        only = float(distinct[0])
+        half = max(abs(only), 1.0) * 2.0**-10
+        return np.array([only - half, only + half])
+    low, high = float(distinct[0]), float(distinct[-1])
+    n = ordered.size
+    q1, q3 = float(ordered[(n - 1) // 4]), float(ordered[(3 * (n - 1)) // 4])
+    resolution = float(np.median(np.diff(distinct)))
+    with np.errstate(over="ignore"):
+        width = 2.0 * (q3 - q1) / np.cbrt(n) if q3 > q1 else high / max_bins - low / max_bins
+        if math.isfinite(resolution) and math.isfinite(width):
+            width = max(1.0, round(width / resolution)) * resolution
+        offset = min(resolution, width) / 2
+        bins = (high - low) / width
+    if bins <= max_bins:
+        cuts = low + offset + width * np.arange(1, max(math.ceil(bins), 2))
+    else:
+        inner = max_bins - 2
+        start = min(max((q1 + q3) / 2 - inner * width / 2, low), high - inner * width)
+        cuts = start + offset + width * np.arange(inner + 1)
+    return _between_values(cuts, distinct)
+
+
+def _between_values(cuts: np.ndarray, distinct: np.ndarray) -> np.ndarray:
+    """Move each cut to the middle of the gap of distinct values it falls in; drop duplicates."""
+    below, above = distinct[:-1], distinct[1:]
+    middles = below + (above - below) / 2
+    with np.errstate(over="ignore", invalid="ignore"):
+        ulp32 = np.maximum(
+            np.spacing(below.astype(np.float32)).astype(np.float64),
+            np.spacing(above.astype(np.float32)).astype(np.float64),
+        )
+    ulp32[~np.isfinite(ulp32)] = 0.0  # beyond float32's range a round trip is not defined
+    usable = (above - below > 2 * np.abs(ulp32)) & (middles > below) & (middles < above)
+    if not usable.any():
+        raise ValueError("values are too close together to put bucket edges between them")
+    gaps = np.clip(np.searchsorted(distinct, cuts, side="right") - 1, 0, below.size - 1)
+    chosen = np.unique(gaps[usable[gaps]])
+    if chosen.size == 0:
+        usable_gaps = np.flatnonzero(usable)
+        chosen = usable_gaps[[np.argmin(np.abs(usable_gaps - below.size // 2))]]
+    return middles[chosen]
+
+
+def bucket_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Non-cumulative counts per bucket (the last is ``+Inf``) of non-NaN values.
+
+    A value counts in the first bucket whose edge is >= it (Prometheus ``le``): -inf in the
+    first, +inf in the last.
+    """
+    return np.bincount(bucket_indices(values, edges), minlength=edges.size + 1)
+
+
+def bucket_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bucket index of every value (NaN must be removed first)."""
+    return np.searchsorted(edges, values, side="left")
+
+
+def sorted_bucket_counts(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`bucket_counts` for sorted values in O(buckets · log n) instead of O(n)."""
+    cumulative = np.searchsorted(ordered, edges, side="right")
+    return np.diff(cumulative, prepend=0, append=ordered.size)
+
+
+def category_counts(values: Iterable[Any]) -> tuple[dict[str, int], int]:
+    """Counts per canonical category, most frequent first, and the number of missing values."""
+    counts: dict[str, int] = {}
+    missing = 0
+    for value in values:
+        category = canonical_category(value)
+        if category is None:
+            missing += 1
+        else:
+            counts[category] = counts.get(category, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))), missing
+
+
+def numeric_or_text(cells: list[str]) -> np.ndarray:
+    """A column of text cells (CSV) as numbers when every non-empty cell is one, else as text.
+
+    Empty cells are missing either way; numeric text becomes a number so that ``1.0`` in a
+    CSV and ``1.0`` in JSON land in the same bucket or category.
+    """
+    numbers = as_float(cells)
+    if all(cell.strip() == "" for cell in np.asarray(cells, dtype=object)[np.isnan(numbers)]):
+        return numbers
+    return np.asarray(cells, dtype=object)

@@ -1,0 +1,146 @@
+"""The ``boxkite-middleware`` command: build and inspect baselines (rules and dashboards later)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .baseline import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, Baseline, Categories, Column
+from .binning import numeric_or_text
+
+PROGRESS_EVERY = 250_000
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.run(arguments)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) else error
+        print(f"boxkite-middleware: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boxkite-middleware", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    build = commands.add_parser("baseline", help="build a baseline from a CSV or Parquet file")
+    build.add_argument("data", type=Path, help="training data: CSV with a header row, or Parquet")
+    build.add_argument("-o", "--output", type=Path, default=Path("histogram.prom"))
+    build.add_argument("--categorical", nargs="+", default=[], metavar="COL")
+    build.add_argument("--continuous", nargs="+", default=[], metavar="COL")
+    build.add_argument(
+        "--inference-column",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns holding the model's predictions rather than features",
+    )
+    build.add_argument("--max-bins", type=int, default=DEFAULT_MAX_BINS)
+    build.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
+    build.add_argument("--max-samples", type=int, default=None)
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(run=_build)
+
+    show = commands.add_parser("show", help="summarise a baseline file")
+    show.add_argument("baseline", type=Path)
+    show.set_defaults(run=_show)
+    return parser
+
+
+def _build(arguments: argparse.Namespace) -> int:
+    table = read_table(arguments.data)
+    unknown = [
+        name
+        for name in (*arguments.inference_column, *arguments.categorical, *arguments.continuous)
+        if name not in table
+    ]
+    if unknown:
+        raise ValueError(f"{arguments.data}: no column named {unknown[0]!r}")
+    outputs = {str(i): table.pop(name) for i, name in enumerate(arguments.inference_column)}
+    baseline = Baseline.from_data(
+        table,
+        inference=outputs or None,
+        categorical=arguments.categorical,
+        continuous=arguments.continuous,
+        max_bins=arguments.max_bins,
+        max_categories=arguments.max_categories,
+        max_samples=arguments.max_samples,
+        seed=arguments.seed,
+    )
+    baseline.save(arguments.output)
+    print(f"wrote {arguments.output}: {baseline!r}")
+    return 0
+
+
+def read_table(path: Path) -> dict[str, Any]:
+    """Columns of a CSV (any of , ; tab as separator) or Parquet file, by header name."""
+    if path.suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise ValueError("reading Parquet needs pyarrow: pip install pyarrow") from None
+        return {name: column.to_numpy() for name, column in pyarrow.parquet.read_table(path)}
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        header_line = file.readline()
+        if not header_line.strip():
+            raise ValueError(f"{path}: empty file")
+        delimiter = max(",;\t", key=header_line.count)
+        file.seek(0)
+        reader = csv.reader(file, delimiter=delimiter)
+        header = next(reader)
+        cells: list[list[str]] = [[] for _ in header]
+        for number, row in enumerate(reader, 2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{number}: {len(row)} fields, header has {len(header)}")
+            for column, cell in zip(cells, row):
+                column.append(cell)
+            if number % PROGRESS_EVERY == 0:
+                print(f"read {number - 1:,} rows", file=sys.stderr)
+    return {name: numeric_or_text(column) for name, column in zip(header, cells)}
+
+
+def _show(arguments: argparse.Namespace) -> int:
+    baseline = Baseline.load(arguments.baseline)
+    print(f"{arguments.baseline}: baseline {baseline.identity}, version {baseline.version}")
+    for role, name, column in baseline.columns():
+        print(f"  {role:<9} {name:<24} {_summary(column)}")
+    return 0
+
+
+def _summary(column: Column) -> str:
+    if isinstance(column, Categories):
+        counts = [count for _, count in column.counts]
+        shape = f"{len(counts) - 1} categories"
+        top = ", ".join(f"{name}={count}" for name, count in column.counts[:4])
+    else:
+        counts = list(column.counts)
+        shape = f"{len(counts)} bins [{column.edges[0]:.4g} .. {column.edges[-1]:.4g}]"
+        top = ""
+    total = sum(counts)
+    missing = "missing ?" if column.missing is None else _rate(column.missing, total)
+    return f"{column.kind:<11} {shape:<32} n={total:<9} {missing:<14} {_sparkline(counts)} {top}"
+
+
+def _rate(missing: int, present: int) -> str:
+    whole = missing + present
+    return f"missing {100 * missing / whole:.1f}%" if whole else "missing 0%"
+
+
+def _sparkline(counts: list[int]) -> str:
+    peak = max(counts) or 1
+    scaled = np.ceil(np.asarray(counts) / peak * (len(BLOCKS) - 1)).astype(int)
+    return "".join(BLOCKS[level] for level in scaled)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

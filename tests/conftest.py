@@ -1,0 +1,24 @@
+"""Shared fixtures: the real Wine Quality data when ../shared/data is present."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WINE = ROOT.parent / "shared" / "data" / "winequality-white.csv"
+LEGACY = Path(__file__).parent / "data" / "boxkite-legacy-histogram.prom"
+
+
+@pytest.fixture(scope="session")
+def wine() -> dict[str, np.ndarray]:
+    """The 11 wine measurements and `quality`, by column name (skipped when absent)."""
+    if not WINE.exists():
+        pytest.skip("../shared/data/winequality-white.csv is not present")
+    with WINE.open(newline="") as file:
+        rows = list(csv.reader(file, delimiter=";"))
+    values = np.array(rows[1:], dtype=np.float64)
+    return {name: values[:, i] for i, name in enumerate(rows[0])}
