@@ -247,26 +247,25 @@ class _ColumnBuilder:
         if name in self.categorical or (name not in self.continuous and _is_text(values)):
             return self._categories(name, values)
         numbers = binning.as_float(values)
-        present = numbers[~np.isnan(numbers)]
+        nan = np.isnan(numbers)
+        present = numbers[~nan] if nan.any() else numbers
         if present.size == 0:
             raise ValueError(f"column {name!r} has no numeric values (all missing)")
         missing = numbers.size - present.size
-        finite = present[np.isfinite(present)]
-        if name not in self.continuous and binning.is_discrete(finite, self.max_categories):
+        if name not in self.continuous and binning.is_discrete(present, self.max_categories):
             distinct, counts = np.unique(present, return_counts=True)
             pairs = [(binning.canonical_category(v), int(c)) for v, c in zip(distinct, counts)]
             return self._fold(dict(pairs), missing)
+        ordered = np.sort(present)
+        finite = ordered[
+            np.searchsorted(ordered, -np.inf, "right") : np.searchsorted(ordered, np.inf, "left")
+        ]
         if finite.size == 0:
             raise ValueError(f"column {name!r} has no finite values to place bins by")
-        ordered = np.sort(present)
-        finite_ordered = ordered[np.isfinite(ordered)]
-        edges = binning.continuous_edges(finite_ordered, self.max_bins)
+        edges = binning.continuous_edges(finite, self.max_bins)
         counts = binning.sorted_bucket_counts(ordered, edges)
         return Histogram(
-            tuple(edges.tolist()),
-            tuple(counts.tolist()),
-            missing,
-            _finite_sum(finite_ordered),
+            tuple(edges.tolist()), tuple(counts.tolist()), missing, _finite_sum(finite)
         )
 
     def _categories(self, name: str, values: np.ndarray) -> Categories:
