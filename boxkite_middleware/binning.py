@@ -121,8 +121,9 @@ def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
     resolution = float(np.median(distinct[pairs + 1] - distinct[pairs]))
     with np.errstate(over="ignore"):
         width = 2.0 * (q3 - q1) / np.cbrt(n) if q3 > q1 else high / max_bins - low / max_bins
-        if math.isfinite(resolution) and math.isfinite(width):
-            width = max(1.0, round(width / resolution)) * resolution
+        steps = width / resolution if resolution > 0 else math.inf
+        if math.isfinite(steps):
+            width = max(1.0, round(steps)) * resolution
         offset = min(resolution, width) / 2
         bins = (high - low) / width
     if bins <= max_bins:
@@ -149,8 +150,24 @@ def _between_values(cuts: np.ndarray, distinct: np.ndarray) -> np.ndarray:
         if usable.size == 0:
             raise ValueError("values are too close together to put bucket edges between them")
         chosen = usable[[np.argmin(np.abs(usable - every.size // 2))]]
-    below, above = distinct[chosen], distinct[chosen + 1]
-    return below + (above - below) / 2
+    return _shortest_inside(distinct[chosen], distinct[chosen + 1])
+
+
+def _shortest_inside(below: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """The number with the fewest decimals near the middle of each gap, so that ``le`` labels
+    read ``8.65`` rather than ``8.649999999999999``; still float32-safe on both sides."""
+    middles = below + (above - below) / 2
+    margin = (above - below) / 4
+    edges = middles.copy()
+    pending = np.ones(middles.size, dtype=bool)
+    for decimals in range(16):
+        rounded = np.round(middles, decimals)
+        inside = pending & (np.abs(rounded - middles) <= margin)
+        edges[inside] = rounded[inside]
+        pending &= ~inside
+        if not pending.any():
+            break
+    return edges + 0.0  # no -0.0 edge: it would be spelled "-0.0"
 
 
 def _usable(distinct: np.ndarray, gaps: np.ndarray) -> np.ndarray:

@@ -83,7 +83,7 @@ def test_kinds_missing_infinities_and_negative_values():
             "colour": ["red", "blue", None, "", "red", "green"],
             "flag": [True, False, True, True, False, True],
             "grade": [1, 2, 3, 1.0, 2, 3],
-            "x": [-5.5, -1.25, 0.5, math.inf, -math.inf, math.nan],
+            "x": [-5.5, -4.5, 0.5, math.inf, -math.inf, math.nan],
         }
     )
     colour = baseline.features["colour"]

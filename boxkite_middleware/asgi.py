@@ -1,0 +1,73 @@
+"""ASGI transport: wrap ``receive`` and ``send`` to copy the exchange; serve /metrics.
+
+Pure ASGI (no ``BaseHTTPMiddleware``): the app's own ``receive`` calls pull the body, so
+``100 Continue``, disconnects and streaming behave exactly as without the middleware.
+Lifespan and websocket scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from .exposition import metrics_asgi_app
+from .monitor import Monitor
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class ASGIMiddleware:
+    """Record prediction requests of an ASGI app and serve ``/metrics``.
+
+    ``app.add_middleware(ASGIMiddleware, baseline="histogram.prom")`` or
+    ``ASGIMiddleware(app, baseline=...)``. Options are those of `Monitor`.
+    """
+
+    def __init__(self, app: Any, baseline: Any = None, **options: Any) -> None:
+        self.app = app
+        self.monitor = Monitor(baseline, **options)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if self.monitor.is_metrics(method, path):
+            await metrics_asgi_app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        exchange = self.monitor.exchange(
+            method,
+            path,
+            headers.get("content-type"),
+            int(length) if length and length.isdigit() else None,
+        )
+        if exchange is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def copying_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.request_data(message.get("body", b""))
+            return message
+
+        async def copying_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                found = Headers(raw=message.get("headers", []))
+                exchange.response_started(
+                    message["status"], found.get("content-type"), found.get("content-encoding")
+                )
+            elif message["type"] == "http.response.body":
+                exchange.response_data(message.get("body", b""))
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                exchange.finish()
+
+        try:
+            await self.app(scope, copying_receive, copying_send)
+        finally:
+            exchange.finish()

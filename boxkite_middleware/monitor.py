@@ -1,0 +1,154 @@
+"""What the WSGI and ASGI middleware share: options, which requests to copy, and recording.
+
+A transport creates an `Exchange` per candidate request, feeds it the bytes the app reads and
+writes, and calls `Exchange.finish` once the response is done. An exchange never raises: what
+it cannot record it counts as skipped, with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from .baseline import Baseline
+from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
+from .recorder import Recorder, recorder_for
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Larger request or response bodies are not copied (skipped as ``too_large``)."""
+
+logger = logging.getLogger("boxkite_middleware")
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; format=pandas-split`` -> ``application/json``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+class Monitor:
+    """The middleware's options and its recorder; shared by the WSGI and ASGI transports."""
+
+    def __init__(
+        self,
+        baseline: Baseline | str | Path | None = None,
+        *,
+        model: str = "default",
+        metrics_path: str | None = "/metrics",
+        paths: Iterable[str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        features: Iterable[str] | None = None,
+    ) -> None:
+        if isinstance(baseline, (str, Path)):
+            baseline = Baseline.load(baseline)
+        if baseline is None and not features:
+            warnings.warn(
+                "BoxkiteMiddleware without a baseline records request outcomes only: pass "
+                "baseline='histogram.prom' (or features=[...]) to record feature values",
+                stacklevel=3,
+            )
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
+        self.metrics_path = metrics_path
+        self.paths = None if paths is None else frozenset(paths)
+        self.max_body_bytes = max_body_bytes
+
+    def is_metrics(self, method: str, path: str) -> bool:
+        return path == self.metrics_path and method in ("GET", "HEAD")
+
+    def exchange(
+        self, method: str, path: str, content_type: str | None, content_length: int | None
+    ) -> Exchange | None:
+        """An exchange to copy this request into, or None if it carries no prediction."""
+        if method != "POST" or (self.paths is not None and path not in self.paths):
+            return None
+        kind = media_type(content_type)
+        if not (is_json(kind) or kind in CSV_TYPES):
+            self.recorder.skip(Reason.NOT_JSON)
+            return None
+        if content_length is not None and content_length > self.max_body_bytes:
+            self.recorder.skip(Reason.TOO_LARGE)
+            return None
+        return Exchange(self.recorder, kind, self.max_body_bytes)
+
+
+class Exchange:
+    """The copied bytes of one request and its response, recorded once in `finish`."""
+
+    __slots__ = (
+        "_finished",
+        "_limit",
+        "_recorder",
+        "_request",
+        "_request_type",
+        "_response",
+        "_response_encoding",
+        "_response_type",
+        "_status",
+    )
+
+    def __init__(self, recorder: Recorder, request_type: str, limit: int) -> None:
+        self._recorder = recorder
+        self._request_type = request_type
+        self._limit = limit
+        self._request: bytearray | None = bytearray()
+        self._response: bytearray | None = None
+        self._status: int | None = None
+        self._response_type = ""
+        self._response_encoding = ""
+        self._finished = False
+
+    def request_data(self, data: bytes) -> None:
+        if self._request is not None:
+            if len(self._request) + len(data) > self._limit:
+                self._request = None  # too large: stop copying, remember why
+            else:
+                self._request += data
+
+    def response_started(self, status: int, content_type: str | None, encoding: str | None):
+        """Copy the response body only for JSON successes: never stream or files."""
+        self._status = status
+        self._response_type = media_type(content_type)
+        self._response_encoding = (encoding or "").strip().lower()
+        if 200 <= status < 300 and is_json(self._response_type):
+            self._response = bytearray()
+
+    def response_data(self, data: bytes) -> None:
+        if self._response is not None:
+            if len(self._response) + len(data) > self._limit:
+                self._response = None
+            else:
+                self._response += data
+
+    def finish(self) -> None:
+        """Record what was copied; safe to call more than once, never raises."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._record()
+        except Exception:
+            logger.exception("boxkite-middleware could not record a request")
+            self._recorder.skip(Reason.INTERNAL_ERROR)
+
+    def _record(self) -> None:
+        if self._status is None:
+            return self._recorder.skip(Reason.NO_RESPONSE)
+        if self._status >= 400:
+            return self._recorder.skip(Reason.ERROR_STATUS)
+        if self._request is None:
+            return self._recorder.skip(Reason.TOO_LARGE)
+        frame = decode_request(bytes(self._request), self._request_type)
+        if isinstance(frame, str):
+            return self._recorder.skip(frame)
+        predictions = (
+            Reason.NO_PREDICTIONS
+            if self._response is None
+            else decode_response(
+                bytes(self._response), self._response_type, self._response_encoding, self._limit
+            )
+        )
+        self._recorder.record(frame, predictions)
+        return None

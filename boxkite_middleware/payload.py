@@ -1,0 +1,291 @@
+"""Decode prediction request and response bodies; never raise into the app.
+
+Every function here returns either the decoded value or a *reason* (a short string from
+`Reason`) saying why nothing can be recorded. Nothing here knows about HTTP transports or
+statistics: bytes and a media type in, columns out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .binning import numeric_or_text
+
+try:  # A fast parser where it pays; the standard library for what it refuses.
+    import orjson
+
+    _fast_loads = orjson.loads
+    _FastError: type[Exception] = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - exercised when the `fast` extra is not installed
+    _fast_loads = None
+    _FastError = ValueError
+
+
+class Reason:
+    """Why a request was not (fully) recorded: the ``reason`` label of boxkite_requests_total."""
+
+    OK = "ok"
+    NOT_JSON = "not_json"
+    UNDECODABLE = "undecodable"
+    TOO_LARGE = "too_large"
+    UNKNOWN_FORMAT = "unknown_format"
+    BAD_SHAPE = "bad_shape"
+    NO_FEATURES = "no_features"
+    ERROR_STATUS = "error_status"
+    NO_RESPONSE = "no_response"
+    COMPRESSED = "compressed"
+    NO_BASELINE = "no_baseline"
+    INTERNAL_ERROR = "internal_error"
+    # A recorded request whose predictions could not be read.
+    NO_PREDICTIONS = "no_predictions"
+
+
+JSON_TYPES = frozenset({"application/json"})
+CSV_TYPES = frozenset({"text/csv", "application/csv"})
+
+
+def is_json(media_type: str) -> bool:
+    """``application/json`` and ``application/*+json`` (parameters already stripped)."""
+    return media_type in JSON_TYPES or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Request rows as columns. ``names`` is None for unnamed data, matched by position."""
+
+    names: tuple[str, ...] | None
+    columns: tuple[Sequence[Any], ...]
+    rows: int
+
+
+def loads(body: bytes) -> Any:
+    """Parse JSON like the app's own parser would: NaN, Infinity, 1e400 and a BOM included."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(body)
+        except _FastError:
+            pass
+    return json.loads(body)
+
+
+def decode_request(body: bytes, media_type: str) -> Frame | str:
+    """A request body as a `Frame`, or the reason it cannot be read."""
+    if not body:
+        return Reason.UNDECODABLE
+    if media_type in CSV_TYPES:
+        return _csv_frame(body)
+    if not is_json(media_type):
+        return Reason.NOT_JSON
+    try:
+        document = loads(body)
+    except (ValueError, RecursionError):
+        return Reason.UNDECODABLE
+    return _frame(document)
+
+
+def _frame(document: Any) -> Frame | str:
+    if isinstance(document, list):
+        return _rows(document)
+    if not isinstance(document, dict):
+        return Reason.UNKNOWN_FORMAT
+    if "dataframe_split" in document:
+        return _split(document["dataframe_split"])
+    if "dataframe_records" in document:
+        return _records(document["dataframe_records"])
+    if "instances" in document:
+        return _tensor(document["instances"])
+    if "inputs" in document:
+        inputs = document["inputs"]
+        if _is_open_inference(inputs):
+            return _open_inference(inputs)
+        return _tensor(inputs)
+    if "columns" in document and "data" in document:
+        return _split(document)
+    return Reason.UNKNOWN_FORMAT
+
+
+def _split(document: Any) -> Frame | str:
+    """pandas ``orient="split"``: ``{"columns": [...], "data": [[...], ...], "index": [...]}``."""
+    if not isinstance(document, dict):
+        return Reason.UNKNOWN_FORMAT
+    names, data = document.get("columns"), document.get("data")
+    if not isinstance(data, list):
+        return Reason.BAD_SHAPE
+    if names is None:
+        return _rows(data)
+    if not isinstance(names, list) or not all(isinstance(n, (str, int, float)) for n in names):
+        return Reason.BAD_SHAPE
+    if names and data and not isinstance(data[0], list):
+        data = [[value] for value in data] if len(names) == 1 else data
+    columns = _transpose(data, len(names))
+    if columns is None:
+        return Reason.BAD_SHAPE
+    return Frame(tuple(str(name) for name in names), columns, len(data))
+
+
+def _records(records: Any) -> Frame | str:
+    """pandas ``orient="records"``: ``[{"col": value, ...}, ...]``; absent keys are missing."""
+    if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
+        return Reason.BAD_SHAPE
+    names: dict[str, None] = {}
+    for row in records:
+        names.update(dict.fromkeys(row))
+    columns = tuple([row.get(name) for row in records] for name in names)
+    return Frame(tuple(str(name) for name in names), columns, len(records))
+
+
+def _rows(rows: list[Any]) -> Frame | str:
+    """A bare JSON list: records when it holds objects, else unnamed rows."""
+    if rows and all(isinstance(row, dict) for row in rows):
+        return _records(rows)
+    return _tensor(rows)
+
+
+def _tensor(value: Any) -> Frame | str:
+    """MLflow ``instances``/``inputs``: records, a column mapping, rows, or one column."""
+    if isinstance(value, dict):
+        columns = {
+            str(name): values if isinstance(values, list) else [values]
+            for name, values in value.items()
+        }
+        lengths = {len(values) for values in columns.values()}
+        if len(lengths) > 1:
+            return Reason.BAD_SHAPE
+        return Frame(tuple(columns), tuple(columns.values()), lengths.pop() if lengths else 0)
+    if not isinstance(value, list):
+        return Reason.UNKNOWN_FORMAT
+    if value and all(isinstance(row, dict) for row in value):
+        return _records(value)
+    if value and all(isinstance(row, list) for row in value):
+        width = len(value[0])
+        columns = _transpose(value, width)
+        return Reason.BAD_SHAPE if columns is None else Frame(None, columns, len(value))
+    if any(isinstance(item, (list, dict)) for item in value):
+        return Reason.BAD_SHAPE
+    return Frame(None, (value,), len(value))
+
+
+def _is_open_inference(inputs: Any) -> bool:
+    """Open Inference Protocol (KServe V2): a list of ``{"name", "shape", "datatype", "data"}``."""
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(t, dict) and {"name", "datatype", "data"} <= t.keys() for t in inputs)
+    )
+
+
+def _open_inference(tensors: list[dict[str, Any]]) -> Frame | str:
+    """One column per 1-D (or N×1) tensor, by name; or one 2-D tensor as unnamed rows."""
+    shapes = [tensor.get("shape") for tensor in tensors]
+    if not all(isinstance(shape, list) and shape for shape in shapes):
+        return Reason.BAD_SHAPE
+    data = [_flat(tensor["data"]) for tensor in tensors]
+    if any(values is None for values in data):
+        return Reason.BAD_SHAPE
+    if len(tensors) == 1 and len(shapes[0]) == 2 and shapes[0][1] != 1:
+        rows, width = shapes[0]
+        if not isinstance(width, int) or width < 1 or len(data[0]) != rows * width:
+            return Reason.BAD_SHAPE
+        flat = data[0]
+        return Frame(None, tuple(flat[i::width] for i in range(width)), rows)
+    if any(len(shape) > 2 or (len(shape) == 2 and shape[1] != 1) for shape in shapes):
+        return Reason.UNKNOWN_FORMAT
+    if len({len(values) for values in data}) != 1:
+        return Reason.BAD_SHAPE
+    names = tuple(str(tensor["name"]) for tensor in tensors)
+    return Frame(names, tuple(data), len(data[0]))
+
+
+def _flat(data: Any) -> list[Any] | None:
+    if not isinstance(data, list):
+        return None
+    if all(isinstance(row, list) for row in data):
+        return [value for row in data for value in row]
+    return data
+
+
+def _transpose(rows: list[Any], width: int) -> tuple[Sequence[Any], ...] | None:
+    """Row-major lists as columns; None when a row is not a list of ``width`` values."""
+    if not all(isinstance(row, list) and len(row) == width for row in rows):
+        return None
+    if not rows:
+        return tuple([] for _ in range(width))
+    return tuple(zip(*rows))
+
+
+def _csv_frame(body: bytes) -> Frame | str:
+    """``text/csv`` with a header row, as both MLflow generations accept it."""
+    try:
+        text = body.decode("utf-8-sig")
+        table = list(csv.reader(io.StringIO(text)))
+    except (UnicodeDecodeError, csv.Error):
+        return Reason.UNDECODABLE
+    if len(table) < 2:
+        return Reason.BAD_SHAPE
+    header, rows = table[0], table[1:]
+    columns = _transpose(rows, len(header))
+    if columns is None:
+        return Reason.BAD_SHAPE
+    return Frame(tuple(header), tuple(numeric_or_text(list(c)) for c in columns), len(rows))
+
+
+def decode_response(body: bytes, media_type: str, encoding: str, limit: int) -> dict | str:
+    """Predictions by output label (``"0"``, ``"1"``, … or object keys), or a reason.
+
+    Accepts a list, ``{"predictions": ...}``, a list of lists (multi-output or class
+    probabilities), a list of objects, or a mapping ``output -> values``. A body compressed by
+    an inner middleware is inflated up to ``limit`` bytes.
+    """
+    if not is_json(media_type):
+        return Reason.NOT_JSON
+    if encoding not in ("", "identity"):
+        inflated = _inflate(body, encoding, limit)
+        if inflated is None:
+            return Reason.COMPRESSED
+        body = inflated
+    try:
+        document = loads(body)
+    except (ValueError, RecursionError):
+        return Reason.UNDECODABLE
+    if isinstance(document, dict) and "predictions" in document:
+        document = document["predictions"]
+    if isinstance(document, dict):
+        return {str(name): v if isinstance(v, list) else [v] for name, v in document.items()}
+    if not isinstance(document, list):
+        return Reason.UNKNOWN_FORMAT
+    if document and all(isinstance(row, dict) for row in document):
+        frame = _records(document)
+    elif document and all(isinstance(row, list) for row in document):
+        frame = _tensor(document)
+    else:
+        frame = _tensor([[value] for value in document])
+    if isinstance(frame, str):
+        return frame
+    names = frame.names or tuple(str(i) for i in range(len(frame.columns)))
+    return dict(zip(names, frame.columns))
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes | None:
+    """gzip or deflate (zlib or raw) up to ``limit`` bytes; None if unknown, broken or larger."""
+    if encoding == "gzip":
+        window_bits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        window_bits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        return None
+    inflater = zlib.decompressobj(window_bits)
+    try:
+        inflated = inflater.decompress(body, limit)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail or not inflater.eof:
+        return None
+    return inflated

@@ -1,0 +1,106 @@
+"""Test helpers: realistic baselines, the exact bytes real clients send, reading /metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from boxkite_middleware import Baseline
+
+# Step 8 of the original boxkite walkthrough, byte for byte (curl --data sends it verbatim).
+CURL_CONTENT_TYPE = "application/json; format=pandas-split"
+CURL_BODY = (
+    b'{"columns":["alcohol", "chlorides", "citric acid", "density", "fixed acidity", '
+    b'"free sulfur dioxide", "pH", "residual sugar", "sulphates", "total sulfur dioxide", '
+    b'"volatile acidity"],"data":[[12.8, 0.029, 0.48, 0.98, 6.2, 29, 3.33, 1.2, 0.39, 75, 0.66]]}'
+)
+CURL_VALUES = dict(
+    zip(json.loads(CURL_BODY)["columns"], json.loads(CURL_BODY)["data"][0], strict=True)
+)
+
+WINE_STATS = {  # mean, std of the white Wine Quality columns (shared/data/README.md)
+    "fixed acidity": (6.855, 0.8439),
+    "volatile acidity": (0.2782, 0.1008),
+    "citric acid": (0.3342, 0.1210),
+    "residual sugar": (6.391, 5.072),
+    "chlorides": (0.04577, 0.02185),
+    "free sulfur dioxide": (35.31, 17.01),
+    "total sulfur dioxide": (138.4, 42.50),
+    "density": (0.9940, 0.002991),
+    "pH": (3.188, 0.1510),
+    "sulphates": (0.4898, 0.1141),
+    "alcohol": (10.51, 1.231),
+}
+
+
+def wine_like(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        name: np.round(np.abs(rng.normal(mean, std, rows)), 4)
+        for name, (mean, std) in WINE_STATS.items()
+    }
+
+
+def wine_baseline(rows: int = 2000) -> Baseline:
+    features = wine_like(rows)
+    return Baseline.from_data(features, inference=np.round(features["alcohol"] / 2, 1))
+
+
+def mixed_data(rows: int = 600, seed: int = 0) -> tuple[dict[str, list], list]:
+    """Negative edges, positive edges, strings with missing values, small integers, labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(-3, 2, rows).round(3)
+    size = rng.exponential(2, rows).round(2)
+    colour = rng.choice(["red", "green", "blue"], rows).tolist()
+    for i in range(0, rows, 17):
+        colour[i] = None
+    grade = rng.integers(1, 5, rows).tolist()
+    labels = rng.choice(["cat", "dog"], rows).tolist()
+    features = {"x": x.tolist(), "size": size.tolist(), "colour": colour, "grade": grade}
+    return features, labels
+
+
+def mixed_baseline() -> Baseline:
+    features, labels = mixed_data()
+    return Baseline.from_data(features, inference=labels)
+
+
+def split_body(features: dict[str, list], rows: slice | None = None) -> bytes:
+    """pandas ``to_json(orient="split")`` style body (MLflow 1.x clients)."""
+    names = list(features)
+    count = len(features[names[0]])
+    selected = range(count)[rows] if rows else range(count)
+    data = [[features[name][i] for name in names] for i in selected]
+    return json.dumps({"columns": names, "index": list(selected), "data": data}).encode()
+
+
+class Scrape:
+    """A /metrics body, queried by sample name and a subset of labels."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def find(self, name: str, **labels: str) -> list:
+        return [
+            s
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.find(name, **labels)
+        assert len(found) == 1, f"{len(found)} samples of {name} {labels}"
+        return found[0].value
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(s.value for s in self.find(name, **labels))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,308 @@
+"""Recording: replay equals baseline, both counting paths agree, sharing, threads, bounds."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from werkzeug.test import Client
+
+from boxkite_middleware import Baseline, BoxkiteMiddleware
+from boxkite_middleware.exposition import render
+from boxkite_middleware.payload import Frame
+from boxkite_middleware.recorder import SMALL_BATCH, recorder_for
+
+from .helpers import Scrape, mixed_baseline, mixed_data, split_body
+
+
+def _model() -> str:
+    return "test-" + uuid.uuid4().hex[:8]
+
+
+def predicting_app(predictions):
+    """A WSGI app answering every POST with ``{"predictions": [...]}`` for its rows."""
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        document = json.loads(body) if body else {}
+        rows = document.get("data") or document.get("instances") or []
+        answer = predictions(rows)
+        payload = json.dumps({"predictions": answer}).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
+
+    return app
+
+
+def scrape() -> Scrape:
+    body, _ = render()
+    return Scrape(body.decode())
+
+
+def _families_equal(result: Scrape, model: str, live: str, baseline: str, **labels):
+    live_samples = {
+        tuple(
+            sorted((k, v) for k, v in s.labels.items() if k not in ("model", "baseline"))
+        ): s.value
+        for s in result.find(live, model=model, **labels)
+    }
+    baseline_samples = {
+        tuple(
+            sorted((k, v) for k, v in s.labels.items() if k not in ("model", "baseline"))
+        ): s.value
+        for s in result.find(baseline, model=model, **labels)
+    }
+    assert live_samples == baseline_samples, (live, labels)
+    return len(live_samples)
+
+
+def test_replaying_training_data_reproduces_the_baseline_exactly():
+    features, labels = mixed_data()
+    baseline = Baseline.from_data(features, inference=labels)
+    model = _model()
+    label_of_row = {}
+
+    def predictions(rows):
+        return [label_of_row[json.dumps(row)] for row in rows]
+
+    for i in range(len(labels)):
+        label_of_row[json.dumps([features[name][i] for name in features])] = labels[i]
+    client = Client(BoxkiteMiddleware(predicting_app(predictions), baseline=baseline, model=model))
+    for start in range(0, len(labels), 50):  # batches of 50 and single rows both
+        rows = slice(start, start + 50) if start < 300 else None
+        bodies = (
+            [split_body(features, rows)]
+            if rows
+            else [split_body(features, slice(i, i + 1)) for i in range(start, min(start + 50, 600))]
+        )
+        for body in bodies:
+            response = client.post(
+                "/invocations", data=body, content_type="application/json", buffered=True
+            )
+            assert response.status_code == 200
+    result = scrape()
+    assert (
+        result.value("boxkite_requests_total", model=model, outcome="recorded", reason="ok")
+        == 6 + 300
+    )
+    for name in features:
+        compared = _families_equal(
+            result,
+            model,
+            "boxkite_feature_value_bucket",
+            "boxkite_feature_value_baseline_bucket",
+            feature=name,
+        ) + _families_equal(
+            result,
+            model,
+            "boxkite_feature_category_total",
+            "boxkite_feature_category_baseline_total",
+            feature=name,
+        )
+        assert compared >= 3, name
+        assert (
+            _families_equal(
+                result,
+                model,
+                "boxkite_feature_missing_total",
+                "boxkite_feature_missing_baseline_total",
+                feature=name,
+            )
+            == 1
+        )
+    _families_equal(
+        result,
+        model,
+        "boxkite_inference_category_total",
+        "boxkite_inference_category_baseline_total",
+    )
+    assert result.value("boxkite_feature_missing_total", model=model, feature="colour") == 36
+
+
+def _split(values, index):
+    return values if index is None else values[:index]
+
+
+values_strategy = st.lists(
+    st.one_of(
+        st.floats(width=64),
+        st.integers(-(10**20), 10**20),
+        st.none(),
+        st.sampled_from(["", "abc", "1.5", "-2", "nan", "inf", True, False]),
+    ),
+    min_size=1,
+    max_size=SMALL_BATCH,
+)
+
+
+@given(values_strategy)
+@settings(max_examples=300, deadline=None)
+def test_scalar_and_vector_paths_count_identically(values):
+    recorder = recorder_for("paths", mixed_baseline())
+    column = recorder.features["x"].counter
+    few = column.tally(values)
+    many = column.tally(np.asarray(values * 3, dtype=object))  # numpy path
+    assert {k: 3 * v for k, v in few.counts.items()} == many.counts
+    assert 3 * few.missing == many.missing
+    if math.isfinite(few.total):
+        assert 3 * few.total == pytest.approx(many.total, rel=1e-9, abs=1e-9)
+
+
+def test_middleware_built_twice_shares_series_and_others_coexist():
+    baseline = mixed_baseline()
+    model = _model()
+    first = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["cat"] * len(rows)), baseline=baseline, model=model
+    )
+    second = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["dog"] * len(rows)), baseline=baseline, model=model
+    )
+    other = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["dog"] * len(rows)), baseline=baseline, model=model + "-b"
+    )
+    assert first.monitor.recorder is second.monitor.recorder
+    features, _ = mixed_data(10)
+    for app in (first, second, other):
+        Client(app).post(
+            "/invocations",
+            data=split_body(features),
+            content_type="application/json",
+            buffered=True,
+        )
+    result = scrape()
+    assert result.value("boxkite_inference_category_total", model=model, category="cat") == 10
+    assert result.value("boxkite_inference_category_total", model=model, category="dog") == 10
+    assert (
+        result.value("boxkite_inference_category_total", model=model + "-b", category="dog") == 10
+    )
+    # One HELP line per family, however many middlewares and baselines.
+    assert result.text.count("# HELP boxkite_feature_value ") == 1
+
+
+def test_threads_lose_no_counts():
+    recorder = recorder_for(_model(), mixed_baseline())
+    frame = Frame(("x", "colour"), ((-3.0, -1.0), ("red", "purple")), 2)
+    threads, per_thread = 8, 500
+
+    def hammer():
+        for _ in range(per_thread):
+            recorder.record(frame, {"0": ["cat", "dog"]})
+
+    workers = [threading.Thread(target=hammer) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    result = scrape()
+    model = recorder.model
+    total = threads * per_thread
+    assert (
+        result.value("boxkite_requests_total", model=model, outcome="recorded", reason="ok")
+        == total
+    )
+    assert (
+        result.value("boxkite_feature_value_bucket", model=model, feature="x", le="+Inf")
+        == 2 * total
+    )
+    assert (
+        result.value(
+            "boxkite_feature_category_total", model=model, feature="colour", category="__other__"
+        )
+        == total
+    )
+    assert result.value("boxkite_feature_missing_total", model=model, feature="size") == 2 * total
+
+
+def test_unseen_categories_add_no_series():
+    model = _model()
+    app = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["cat"] * len(rows)), baseline=mixed_baseline(), model=model
+    )
+    before = len(scrape().samples)
+    client = Client(app)
+    for i in range(100):
+        colours = [f"colour-{i}-{j}" for j in range(100)]  # 10,000 distinct unseen values
+        body = json.dumps({"columns": ["colour"], "data": [[c] for c in colours]}).encode()
+        client.post("/invocations", data=body, content_type="application/json", buffered=True)
+    result = scrape()
+    assert len(result.samples) == before
+    assert (
+        result.value(
+            "boxkite_feature_category_total", model=model, feature="colour", category="__other__"
+        )
+        == 10_000
+    )
+
+
+def test_missing_and_extra_columns_are_counted():
+    model = _model()
+    app = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["cat"] * len(rows)), baseline=mixed_baseline(), model=model
+    )
+    body = json.dumps(
+        {"columns": ["x", "secret_1", "secret_2"], "data": [[1.0, 2, 3], [2.0, 4, 5]]}
+    ).encode()
+    Client(app).post("/invocations", data=body, content_type="application/json", buffered=True)
+    result = scrape()
+    assert result.value("boxkite_extra_columns_total", model=model) == 2
+    assert "secret_1" not in result.text
+    assert result.value("boxkite_feature_missing_total", model=model, feature="colour") == 2
+    assert result.value("boxkite_feature_missing_total", model=model, feature="x") == 0
+
+
+def test_no_matching_feature_is_skipped():
+    model = _model()
+    app = BoxkiteMiddleware(
+        predicting_app(lambda rows: ["cat"] * len(rows)), baseline=mixed_baseline(), model=model
+    )
+    client = Client(app)
+    for body in (b'{"columns": ["nope"], "data": [[1]]}', b'{"instances": [[1, 2]]}'):
+        client.post("/invocations", data=body, content_type="application/json", buffered=True)
+    assert (
+        scrape().value(
+            "boxkite_requests_total", model=model, outcome="skipped", reason="no_features"
+        )
+        == 2
+    )
+
+
+def test_without_baseline_only_outcomes_unless_features_named():
+    model = _model()
+    with pytest.warns(UserWarning, match="outcomes only"):
+        app = BoxkiteMiddleware(predicting_app(lambda rows: [1.0] * len(rows)), model=model)
+    Client(app).post(
+        "/invocations",
+        data=b'{"columns": ["a"], "data": [[1]]}',
+        content_type="application/json",
+        buffered=True,
+    )
+    result = scrape()
+    assert result.value("boxkite_requests_total", model=model, reason="no_baseline") == 1
+    assert not result.find("boxkite_feature_value_bucket", model=model)
+
+    named = BoxkiteMiddleware(
+        predicting_app(lambda rows: [1.0] * len(rows)), model=model + "-f", features=["a"]
+    )
+    Client(named).post(
+        "/invocations",
+        data=b'{"columns": ["a"], "data": [[5], [50]]}',
+        content_type="application/json",
+        buffered=True,
+    )
+    result = scrape()
+    assert (
+        result.value("boxkite_feature_value_bucket", model=model + "-f", feature="a", le="10.0")
+        == 1
+    )
+    assert (
+        result.value("boxkite_feature_value_bucket", model=model + "-f", feature="a", le="100.0")
+        == 2
+    )
