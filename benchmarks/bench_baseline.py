@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import median_seconds, table  # noqa: E402
+from common import median_seconds, table
 
-from boxkite_middleware import Baseline  # noqa: E402
+from boxkite_middleware import Baseline
 
 ROWS = 1_000_000
 DEFAULT_BOXKITE = Path(__file__).resolve().parent.parent / ".bench" / "boxkite" / "bin" / "python"

@@ -80,6 +80,26 @@ class BaselineCollector:
         return iter(out.values())
 
 
+class MultiProcessLiveCollector(MultiProcessCollector):
+    """prometheus_client's aggregation of every worker's file, minus the ``_count`` it adds to
+    histograms that have no ``_sum`` (negative buckets), which OpenMetrics forbids."""
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in super().collect():
+            if metric.type == "histogram":
+                summed = {_key(s.labels) for s in metric.samples if s.name.endswith("_sum")}
+                metric.samples = [
+                    s
+                    for s in metric.samples
+                    if not s.name.endswith("_count") or _key(s.labels) in summed
+                ]
+            yield metric
+
+
+def _key(labels: dict[str, str]) -> tuple:
+    return tuple(sorted(labels.items()))
+
+
 def render(
     accept: str | None = None, accept_encoding: str | None = None, names: list[str] | None = None
 ) -> tuple[bytes, list[tuple[str, str]]]:
@@ -88,7 +108,7 @@ def render(
         recorder.touch()
     if multiprocess():
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessLiveCollector(registry)
         registry.register(BaselineCollector())
     else:
         registry = REGISTRY

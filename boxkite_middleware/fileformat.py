@@ -59,8 +59,8 @@ def metrics(baseline: Baseline, labels: dict[str, str]) -> list[Metric]:
                 cumulative += count
                 bucket_labels = {**column_labels, "le": floatToGoString(edge)}
                 histogram.add_sample(histogram.name + "_bucket", bucket_labels, cumulative)
-            histogram.add_sample(histogram.name + "_count", column_labels, cumulative)
-            if column.has_sum:
+            if column.has_sum:  # OpenMetrics: no _sum with negative buckets, no _count alone
+                histogram.add_sample(histogram.name + "_count", column_labels, cumulative)
                 histogram.add_sample(histogram.name + "_sum", column_labels, column.total)
         else:
             counter = family(families.CATEGORY_FAMILY[role])

@@ -134,8 +134,8 @@ class NumericColumn:
         for bucket in self._buckets:
             cumulative += bucket.value.get()
             yield bucket.name, bucket.labels, cumulative
-        yield self.family.name + "_count", self._labels, cumulative
-        if self._sum is not None:
+        if self._sum is not None:  # OpenMetrics: no _sum with negative buckets, no _count alone
+            yield self.family.name + "_count", self._labels, cumulative
             yield self._sum.sample()
 
 

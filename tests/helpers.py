@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from boxkite_middleware import Baseline
 
 # Step 8 of the original boxkite walkthrough, byte for byte (curl --data sends it verbatim).
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
 CURL_CONTENT_TYPE = "application/json; format=pandas-split"
 CURL_BODY = (
     b'{"columns":["alcohol", "chlorides", "citric acid", "density", "fixed acidity", '

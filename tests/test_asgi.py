@@ -1,0 +1,187 @@
+"""ASGI middleware: FastAPI under uvicorn with real clients; the app never sees a difference."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import subprocess
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+
+from boxkite_middleware import ASGIMiddleware, BoxkiteMiddleware
+
+from .helpers import CURL_BODY, CURL_CONTENT_TYPE, Scrape, mixed_baseline, wine_baseline
+from .servers import asgi_server, get
+from .test_wsgi import HOSTILE, MODES
+
+WINE = wine_baseline()
+
+
+def wine_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        rows = (await request.json())["data"]
+        return {"predictions": [round(row[0] / 2, 1) for row in rows]}
+
+    return app
+
+
+def test_add_middleware_builds_the_asgi_variant():
+    app = wine_app()
+    app.add_middleware(BoxkiteMiddleware, baseline=WINE, model="kind")
+    with TestClient(app) as client:
+        response = client.post(
+            "/invocations", content=CURL_BODY, headers={"Content-Type": CURL_CONTENT_TYPE}
+        )
+        assert response.json() == {"predictions": [6.4]}
+    assert isinstance(app.middleware_stack.app, ASGIMiddleware) or any(
+        m.cls is BoxkiteMiddleware for m in app.user_middleware
+    )
+
+
+def test_curl_against_fastapi_under_uvicorn():
+    app = wine_app()
+    model = "asgi-curl-" + uuid.uuid4().hex[:6]
+    app.add_middleware(BoxkiteMiddleware, baseline=WINE, model=model)
+    with asgi_server(app) as url:
+        result = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                f"Content-Type:{CURL_CONTENT_TYPE}",
+                "--data",
+                CURL_BODY.decode(),
+                f"{url}/invocations",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        assert json.loads(result.stdout) == {"predictions": [6.4]}
+        status, _headers, body = get(f"{url}/metrics")
+        openmetrics = get(f"{url}/metrics", {"Accept": "application/openmetrics-text"})
+    assert status == 200
+    scrape = Scrape(body.decode())
+    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert scrape.value("boxkite_feature_value_sum", model=model, feature="alcohol") == 12.8
+    assert openmetrics[1]["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics[2].endswith(b"# EOF\n")
+
+
+def echo_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/{mode}")
+    async def echo(mode: str, request: Request):
+        if mode == "raise-before":
+            raise RuntimeError("before the response")
+        if mode == "partial":
+            data = b""
+            async for chunk in request.stream():
+                data = chunk[:7]
+                break
+        else:
+            data = await request.body()
+        digest = {"sha256": hashlib.sha256(data).hexdigest(), "length": len(data)}
+        if mode == "stream":
+            return StreamingResponse(iter([b"[1,", b"2,", b"3]"]), media_type="application/json")
+        if mode == "text":
+            return PlainTextResponse("plain")
+        if mode == "error":
+            return JSONResponse(digest, status_code=500)
+        return {"predictions": [1.0], **digest}
+
+    return app
+
+
+async def _call(app, body: bytes, content_type: str, path: str) -> tuple:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post(path, content=body, headers={"Content-Type": content_type})
+    headers = sorted((k, v) for k, v in response.headers.items() if k != "date")
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize(("body", "content_type"), HOSTILE)
+@pytest.mark.parametrize("mode", MODES)
+def test_hostile_requests_change_nothing_for_app_or_client(body, content_type, mode):
+    import asyncio
+
+    bare = echo_app()
+    wrapped = echo_app()
+    wrapped.add_middleware(
+        BoxkiteMiddleware, baseline=mixed_baseline(), model="asgi-hostile", max_body_bytes=4096
+    )
+    expected = asyncio.run(_call(bare, body, content_type, f"/{mode}"))
+    assert asyncio.run(_call(wrapped, body, content_type, f"/{mode}")) == expected
+
+
+def test_gzip_inside_is_decompressed_from_the_copy():
+    app = FastAPI()
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        rows = (await request.json())["data"]
+        return {"predictions": ["cat"] * len(rows), "padding": "x" * 2000}
+
+    model = "gzip-" + uuid.uuid4().hex[:6]
+    app.add_middleware(GZipMiddleware, minimum_size=100)  # inner: added first
+    app.add_middleware(BoxkiteMiddleware, baseline=mixed_baseline(), model=model)  # outer
+    with TestClient(app) as client:
+        response = client.post(
+            "/invocations",
+            json={"columns": ["x"], "data": [[1.0], [2.0]]},
+            headers={"Accept-Encoding": "gzip"},
+        )
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.json()["predictions"] == ["cat", "cat"]
+        scrape = Scrape(client.get("/metrics", headers={"Accept-Encoding": "identity"}).text)
+    assert scrape.value("boxkite_inference_category_total", model=model, category="cat") == 2
+
+
+def test_lifespan_and_websockets_pass_through():
+    events = []
+
+    async def socket(websocket):
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text() + "!")
+        await websocket.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = Starlette(routes=[WebSocketRoute("/ws", socket)], lifespan=lifespan)
+    app.add_middleware(BoxkiteMiddleware, baseline=mixed_baseline(), model="lifespan")
+    with TestClient(app) as client, client.websocket_connect("/ws") as websocket:
+        websocket.send_text("hello")
+        assert websocket.receive_text() == "hello!"
+    assert events == ["startup", "shutdown"]
+
+
+def test_metrics_head_and_filters():
+    app = wine_app()
+    model = "filters-" + uuid.uuid4().hex[:6]
+    app.add_middleware(BoxkiteMiddleware, baseline=WINE, model=model)
+    with TestClient(app) as client:
+        head = client.head("/metrics")
+        assert head.status_code == 200 and head.content == b""
+        only = client.get("/metrics", params={"name[]": "boxkite_requests_total"}).text
+        assert "boxkite_requests_total{" in only and "boxkite_feature_value" not in only
+        # Other methods reach the app, which has no such route.
+        assert client.post("/metrics", content=b"{}").status_code == 404
