@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
 
 from boxkite_middleware import Baseline
 
@@ -107,3 +109,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def curl_walkthrough(url: str, *headers: str) -> object:
+    """Step 8 of the original walkthrough, sent by curl itself (plus ``headers``); the answer."""
+    command = ["curl", "-sS", "-X", "POST", "-H", f"Content-Type:{CURL_CONTENT_TYPE}"]
+    for header in headers:
+        command += ["-H", header]
+    command += ["--data", CURL_BODY.decode(), f"{url}/invocations"]
+    return json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
+
+
+def post(app, body: bytes, content_type: str = "application/json") -> int:
+    """POST to a WSGI app in-process, consuming and closing the response like a server."""
+    response = Client(app).post("/invocations", data=body, content_type=content_type, buffered=True)
+    return response.status_code

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import subprocess
 import uuid
 
 import httpx
@@ -19,7 +17,14 @@ from starlette.testclient import TestClient
 
 from boxkite_middleware import ASGIMiddleware, BoxkiteMiddleware
 
-from .helpers import CURL_BODY, CURL_CONTENT_TYPE, Scrape, mixed_baseline, wine_baseline
+from .helpers import (
+    CURL_BODY,
+    CURL_CONTENT_TYPE,
+    Scrape,
+    curl_walkthrough,
+    mixed_baseline,
+    wine_baseline,
+)
 from .servers import asgi_server, get
 from .test_wsgi import HOSTILE, MODES
 
@@ -55,22 +60,7 @@ def test_curl_against_fastapi_under_uvicorn():
     model = "asgi-curl-" + uuid.uuid4().hex[:6]
     app.add_middleware(BoxkiteMiddleware, baseline=WINE, model=model)
     with asgi_server(app) as url:
-        result = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-X",
-                "POST",
-                "-H",
-                f"Content-Type:{CURL_CONTENT_TYPE}",
-                "--data",
-                CURL_BODY.decode(),
-                f"{url}/invocations",
-            ],
-            capture_output=True,
-            check=True,
-        )
-        assert json.loads(result.stdout) == {"predictions": [6.4]}
+        assert curl_walkthrough(url) == {"predictions": [6.4]}
         status, _headers, body = get(f"{url}/metrics")
         openmetrics = get(f"{url}/metrics", {"Accept": "application/openmetrics-text"})
     assert status == 200

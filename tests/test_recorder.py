@@ -19,7 +19,7 @@ from boxkite_middleware.exposition import render
 from boxkite_middleware.payload import Frame
 from boxkite_middleware.recorder import SMALL_BATCH, recorder_for
 
-from .helpers import Scrape, mixed_baseline, mixed_data, split_body
+from .helpers import Scrape, mixed_baseline, mixed_data, post, split_body
 
 
 def _model() -> str:
@@ -173,12 +173,7 @@ def test_middleware_built_twice_shares_series_and_others_coexist():
     assert first.monitor.recorder is second.monitor.recorder
     features, _ = mixed_data(10)
     for app in (first, second, other):
-        Client(app).post(
-            "/invocations",
-            data=split_body(features),
-            content_type="application/json",
-            buffered=True,
-        )
+        post(app, split_body(features))
     result = scrape()
     assert result.value("boxkite_inference_category_total", model=model, category="cat") == 10
     assert result.value("boxkite_inference_category_total", model=model, category="dog") == 10
@@ -229,11 +224,10 @@ def test_unseen_categories_add_no_series():
         predicting_app(lambda rows: ["cat"] * len(rows)), baseline=mixed_baseline(), model=model
     )
     before = len(scrape().samples)
-    client = Client(app)
     for i in range(100):
         colours = [f"colour-{i}-{j}" for j in range(100)]  # 10,000 distinct unseen values
         body = json.dumps({"columns": ["colour"], "data": [[c] for c in colours]}).encode()
-        client.post("/invocations", data=body, content_type="application/json", buffered=True)
+        post(app, body)
     result = scrape()
     assert len(result.samples) == before
     assert (
@@ -252,7 +246,7 @@ def test_missing_and_extra_columns_are_counted():
     body = json.dumps(
         {"columns": ["x", "secret_1", "secret_2"], "data": [[1.0, 2, 3], [2.0, 4, 5]]}
     ).encode()
-    Client(app).post("/invocations", data=body, content_type="application/json", buffered=True)
+    post(app, body)
     result = scrape()
     assert result.value("boxkite_extra_columns_total", model=model) == 2
     assert "secret_1" not in result.text
@@ -265,9 +259,8 @@ def test_no_matching_feature_is_skipped():
     app = BoxkiteMiddleware(
         predicting_app(lambda rows: ["cat"] * len(rows)), baseline=mixed_baseline(), model=model
     )
-    client = Client(app)
     for body in (b'{"columns": ["nope"], "data": [[1]]}', b'{"instances": [[1, 2]]}'):
-        client.post("/invocations", data=body, content_type="application/json", buffered=True)
+        post(app, body)
     assert (
         scrape().value(
             "boxkite_requests_total", model=model, outcome="skipped", reason="no_features"
@@ -280,12 +273,7 @@ def test_without_baseline_only_outcomes_unless_features_named():
     model = _model()
     with pytest.warns(UserWarning, match="outcomes only"):
         app = BoxkiteMiddleware(predicting_app(lambda rows: [1.0] * len(rows)), model=model)
-    Client(app).post(
-        "/invocations",
-        data=b'{"columns": ["a"], "data": [[1]]}',
-        content_type="application/json",
-        buffered=True,
-    )
+    post(app, b'{"columns": ["a"], "data": [[1]]}')
     result = scrape()
     assert result.value("boxkite_requests_total", model=model, reason="no_baseline") == 1
     assert not result.find("boxkite_feature_value_bucket", model=model)
@@ -293,12 +281,7 @@ def test_without_baseline_only_outcomes_unless_features_named():
     named = BoxkiteMiddleware(
         predicting_app(lambda rows: [1.0] * len(rows)), model=model + "-f", features=["a"]
     )
-    Client(named).post(
-        "/invocations",
-        data=b'{"columns": ["a"], "data": [[5], [50]]}',
-        content_type="application/json",
-        buffered=True,
-    )
+    post(named, b'{"columns": ["a"], "data": [[5], [50]]}')
     result = scrape()
     assert (
         result.value("boxkite_feature_value_bucket", model=model + "-f", feature="a", le="10.0")

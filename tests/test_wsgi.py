@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 import uuid
 
 import pytest
@@ -15,7 +13,14 @@ from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from boxkite_middleware import BoxkiteMiddleware, WSGIMiddleware
 
-from .helpers import CURL_BODY, CURL_CONTENT_TYPE, Scrape, mixed_baseline, wine_baseline
+from .helpers import (
+    CURL_BODY,
+    CURL_CONTENT_TYPE,
+    Scrape,
+    curl_walkthrough,
+    mixed_baseline,
+    wine_baseline,
+)
 from .servers import get, wsgi_server
 
 WINE = wine_baseline()
@@ -37,22 +42,7 @@ def test_curl_against_flask_under_a_real_server():
     model = "curl-" + uuid.uuid4().hex[:6]
     app.wsgi_app = BoxkiteMiddleware(app.wsgi_app, baseline=WINE, model=model)
     with wsgi_server(app) as url:
-        result = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-X",
-                "POST",
-                "-H",
-                f"Content-Type:{CURL_CONTENT_TYPE}",
-                "--data",
-                CURL_BODY.decode(),
-                f"{url}/invocations",
-            ],
-            capture_output=True,
-            check=True,
-        )
-        assert json.loads(result.stdout) == {"predictions": [6.4]}
+        assert curl_walkthrough(url) == {"predictions": [6.4]}
         status, headers, body = get(f"{url}/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     scrape = Scrape(body.decode())
@@ -287,37 +277,7 @@ def test_expect_100_continue_over_a_real_server():
     model = "continue-" + uuid.uuid4().hex[:6]
     app.wsgi_app = BoxkiteMiddleware(app.wsgi_app, baseline=WINE, model=model)
     with wsgi_server(app) as url:
-        result = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-H",
-                f"Content-Type: {CURL_CONTENT_TYPE}",
-                "-H",
-                "Expect: 100-continue",
-                "--data-binary",
-                CURL_BODY,
-                f"{url}/invocations",
-            ],
-            capture_output=True,
-            check=True,
-        )
-        assert json.loads(result.stdout) == {"predictions": [6.4]}
-        chunked = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-H",
-                f"Content-Type: {CURL_CONTENT_TYPE}",
-                "-H",
-                "Transfer-Encoding: chunked",
-                "--data-binary",
-                CURL_BODY,
-                f"{url}/invocations",
-            ],
-            capture_output=True,
-            check=True,
-        )
-        assert json.loads(chunked.stdout) == {"predictions": [6.4]}
+        assert curl_walkthrough(url, "Expect: 100-continue") == {"predictions": [6.4]}
+        assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
         scrape = Scrape(get(f"{url}/metrics")[2].decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2
