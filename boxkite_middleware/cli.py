@@ -1,10 +1,11 @@
-"""The ``boxkite-middleware`` command: build and inspect baselines (rules and dashboards later)."""
+"""The ``boxkite-middleware`` command: build and inspect baselines, read drift off /metrics."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 
 from .baseline import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, Baseline, Categories, Column
 from .binning import numeric_or_text
+from .drift import MIN_LIVE, distributions, judge, table
 
 PROGRESS_EVERY = 250_000
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -54,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="summarise a baseline file")
     show.add_argument("baseline", type=Path)
     show.set_defaults(run=_show)
+
+    drift = commands.add_parser("drift", help="drift statistics from a live /metrics")
+    drift.add_argument("metrics", help="a /metrics URL, or a file holding a scrape")
+    drift.add_argument(
+        "--min-live", type=int, default=MIN_LIVE, help="fewer live values than this give no verdict"
+    )
+    drift.set_defaults(run=_drift)
     return parser
 
 
@@ -114,6 +123,19 @@ def _show(arguments: argparse.Namespace) -> int:
     print(f"{arguments.baseline}: baseline {baseline.identity}, version {baseline.version}")
     for role, name, column in baseline.columns():
         print(f"  {role:<9} {name:<24} {_summary(column)}")
+    return 0
+
+
+def _drift(arguments: argparse.Namespace) -> int:
+    if arguments.metrics.startswith(("http://", "https://")):
+        with urllib.request.urlopen(arguments.metrics, timeout=30) as response:
+            text = response.read().decode("utf-8")
+    else:
+        text = Path(arguments.metrics).read_text(encoding="utf-8")
+    found = distributions(text)
+    if not found:
+        raise ValueError(f"{arguments.metrics}: no boxkite baseline and live families")
+    print(table(judge(found, arguments.min_live)))
     return 0
 
 

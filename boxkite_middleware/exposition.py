@@ -10,6 +10,7 @@ they would be summed over every worker, dead ones too.
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from . import families, fileformat
+from . import families, fileformat, storage
 from .recorder import multiprocess, recorders
 
 LIVE_FAMILIES = (
@@ -106,14 +107,15 @@ def render(
     """The body and headers of a scrape, negotiated like prometheus_client's own handlers."""
     for recorder in recorders():
         recorder.touch()
+    encoder, content_type = choose_encoder(accept or "")
     if multiprocess():
         registry = CollectorRegistry()
         MultiProcessLiveCollector(registry)
         registry.register(BaselineCollector())
+        with storage.locked(os.environ[storage.ENVIRONMENT], exclusive=False):
+            body = encoder(registry.restricted_registry(names) if names else registry)
     else:
-        registry = REGISTRY
-    encoder, content_type = choose_encoder(accept or "")
-    body = encoder(registry.restricted_registry(names) if names else registry)
+        body = encoder(REGISTRY.restricted_registry(names) if names else REGISTRY)
     headers = [("Content-Type", content_type)]
     if gzip_accepted(accept_encoding or ""):
         body = gzip.compress(body, compresslevel=1)

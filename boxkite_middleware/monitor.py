@@ -8,13 +8,15 @@ it cannot record it counts as skipped, with a reason.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import storage
 from .baseline import Baseline
 from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
-from .recorder import Recorder, recorder_for
+from .recorder import Recorder, multiprocess, recorder_for
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""
@@ -50,6 +52,8 @@ class Monitor:
             )
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if multiprocess():
+            storage.check_directory(os.environ[storage.ENVIRONMENT])
         self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)

@@ -1,0 +1,262 @@
+"""Drift statistics straight from a ``/metrics`` scrape, for the CLI and the demo.
+
+The same statistics the Prometheus rules compute, on one scrape (or the difference of two):
+K-S for histograms, PSI for categories (each distribution mixed with a small uniform share, so
+that an empty bucket does not blow up the logarithm), and the change in the missing rate.
+Thresholds know the sample size: K-S against ``c(α/F)·sqrt((n+m)/(n·m))`` and PSI against
+``χ²(k−1, 1−α/F)·(1/n + 1/m)``, Bonferroni-corrected over the F columns of a model, never
+below a floor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+
+import numpy as np
+
+from .binning import OTHER
+
+ALPHA = 0.05
+KS_FLOOR = 0.05
+PSI_FLOOR = 0.1
+MISSING_FLOOR = 0.05
+SMOOTHING = 0.01
+MIN_LIVE = 100
+
+_LIVE = {
+    ("feature", "numeric"): "boxkite_feature_value_bucket",
+    ("feature", "categorical"): "boxkite_feature_category_total",
+    ("inference", "numeric"): "boxkite_inference_value_bucket",
+    ("inference", "categorical"): "boxkite_inference_category_total",
+}
+_MISSING = {
+    "feature": "boxkite_feature_missing_total",
+    "inference": "boxkite_inference_missing_total",
+}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Live and baseline counts of one column, on the baseline's buckets or categories."""
+
+    model: str
+    role: str
+    column: str
+    kind: str
+    keys: tuple[str, ...]
+    live: np.ndarray
+    expected: np.ndarray
+    live_missing: float
+    expected_missing: float | None
+
+
+def distributions(text: str) -> list[Distribution]:
+    """Every column of every (model, baseline) in a Prometheus text scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            key = labels.pop("le", None) or labels.pop("category", None)
+            identity = (
+                sample.name,
+                labels.get("model"),
+                labels.get("baseline"),
+                labels.get("feature") or labels.get("output"),
+            )
+            values[identity][key or ""] = sample.value
+    found = []
+    for (name, model, baseline, column), live in values.items():
+        for (role, kind), live_name in _LIVE.items():
+            if name != live_name:
+                continue
+            expected = values.get((_baseline_twin(live_name), model, baseline, column))
+            if expected is None:
+                continue
+            found.append(_distribution(values, role, kind, model, baseline, column, live, expected))
+    return sorted(found, key=lambda d: (d.model, d.role, d.column))
+
+
+def _baseline_twin(sample_name: str) -> str:
+    """``boxkite_feature_value_bucket`` -> ``boxkite_feature_value_baseline_bucket``, etc."""
+    stem, suffix = sample_name.rsplit("_", 1)
+    return f"{stem}_baseline_{suffix}"
+
+
+def _distribution(values, role, kind, model, baseline, column, live, expected) -> Distribution:
+    if kind == "numeric":
+        keys = tuple(sorted(expected, key=float))
+        live_counts = np.diff([live.get(k, 0.0) for k in keys], prepend=0.0)
+        expected_counts = np.diff([expected[k] for k in keys], prepend=0.0)
+    else:
+        keys = (*[k for k in expected if k != OTHER], OTHER)
+        live_counts = np.array([live.get(k, 0.0) for k in keys])
+        expected_counts = np.array([expected[k] for k in keys])
+    missing = values.get((_MISSING[role], model, baseline, column), {})
+    baseline_missing = _baseline_twin(_MISSING[role])
+    expected_missing = values.get((baseline_missing, model, baseline, column))
+    return Distribution(
+        model,
+        role,
+        column,
+        kind,
+        keys,
+        live_counts,
+        expected_counts,
+        missing.get("", 0.0),
+        None if expected_missing is None else expected_missing.get(""),
+    )
+
+
+def since(later: list[Distribution], earlier: list[Distribution]) -> list[Distribution]:
+    """Live counts added between two scrapes (the baseline stays as it is)."""
+    before = {(d.model, d.role, d.column): d for d in earlier}
+    out = []
+    for d in later:
+        old = before.get((d.model, d.role, d.column))
+        if old is None:
+            out.append(d)
+        else:
+            out.append(
+                replace(d, live=d.live - old.live, live_missing=d.live_missing - old.live_missing)
+            )
+    return out
+
+
+def ks_statistic(live: np.ndarray, expected: np.ndarray) -> float:
+    """Largest gap between the two cumulative distributions (binned: a lower bound)."""
+    return float(
+        np.max(np.abs(np.cumsum(live) / live.sum() - np.cumsum(expected) / expected.sum()))
+    )
+
+
+def psi(live: np.ndarray, expected: np.ndarray, smoothing: float = SMOOTHING) -> float:
+    """Population stability index, i.e. symmetric KL, of the smoothed distributions."""
+    p, q = _smoothed(live, smoothing), _smoothed(expected, smoothing)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def jensen_shannon(live: np.ndarray, expected: np.ndarray, smoothing: float = SMOOTHING) -> float:
+    p, q = _smoothed(live, smoothing), _smoothed(expected, smoothing)
+    m = (p + q) / 2
+    return float(np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m))) / 2
+
+
+def _smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    return (1 - smoothing) * counts / counts.sum() + smoothing / counts.size
+
+
+def ks_threshold(n: float, m: float, columns: int, alpha: float = ALPHA) -> float:
+    """Two-sample K-S critical value at α/F (asymptotic), never below `KS_FLOOR`."""
+    c = math.sqrt(-math.log(alpha / columns / 2) / 2)
+    return max(KS_FLOOR, c * math.sqrt((n + m) / (n * m)))
+
+
+def psi_threshold(k: int, n: float, m: float, columns: int, alpha: float = ALPHA) -> float:
+    """PSI is approximately χ²(k−1)·(1/n + 1/m) under no drift; never below `PSI_FLOOR`."""
+    return max(PSI_FLOOR, chi2_quantile(k - 1, 1 - alpha / columns) * (1 / n + 1 / m))
+
+
+def chi2_quantile(degrees: int, probability: float) -> float:
+    """Wilson–Hilferty approximation: good to a few percent for any degrees of freedom."""
+    z = NormalDist().inv_cdf(probability)
+    h = 2 / (9 * max(degrees, 1))
+    return max(degrees, 1) * (1 - h + z * math.sqrt(h)) ** 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    distribution: Distribution
+    statistic: str
+    value: float
+    threshold: float
+    missing_change: float | None
+    drifted: bool | None  # None: too few live values to say
+    reasons: tuple[str, ...]  # "distribution", "missing"
+
+
+def judge(found: list[Distribution], min_live: int = MIN_LIVE) -> list[Verdict]:
+    columns_per_model: dict[str, int] = defaultdict(int)
+    for d in found:
+        columns_per_model[d.model] += 1
+    verdicts = []
+    for d in found:
+        n, m = float(d.live.sum()), float(d.expected.sum())
+        columns = columns_per_model[d.model]
+        missing_change = None
+        if d.expected_missing is not None and n + d.live_missing > 0:
+            missing_change = d.live_missing / (n + d.live_missing) - d.expected_missing / (
+                m + d.expected_missing
+            )
+        if n < min_live or m == 0:
+            verdicts.append(Verdict(d, _name(d), math.nan, math.nan, missing_change, None, ()))
+            continue
+        if d.kind == "numeric":
+            value, threshold = ks_statistic(d.live, d.expected), ks_threshold(n, m, columns)
+        else:
+            value = psi(d.live, d.expected)
+            threshold = psi_threshold(len(d.keys), n, m, columns)
+        reasons = []
+        if value > threshold:
+            reasons.append("distribution")
+        if missing_change is not None and abs(missing_change) > MISSING_FLOOR:
+            reasons.append("missing")
+        verdicts.append(
+            Verdict(d, _name(d), value, threshold, missing_change, bool(reasons), tuple(reasons))
+        )
+    return verdicts
+
+
+def _name(d: Distribution) -> str:
+    return "K-S" if d.kind == "numeric" else "PSI"
+
+
+def table(verdicts: list[Verdict]) -> str:
+    """A fixed-width table, one line per column, drift flagged."""
+    header = (
+        "model",
+        "column",
+        "kind",
+        "baseline n",
+        "live n",
+        "missing Δ",
+        "statistic",
+        "threshold",
+        "",
+    )
+    rows = [header]
+    for v in verdicts:
+        d = v.distribution
+        column = d.column if d.role == "feature" else f"→ output {d.column}"
+        flag = {True: "DRIFT", False: "ok", None: "too few"}[v.drifted]
+        if v.drifted:
+            flag += f" ({', '.join(v.reasons)})"
+        rows.append(
+            (
+                d.model,
+                column,
+                d.kind,
+                f"{d.expected.sum():,.0f}",
+                f"{d.live.sum():,.0f}",
+                "?" if v.missing_change is None else f"{v.missing_change:+.1%}",
+                "" if math.isnan(v.value) else f"{v.statistic} {v.value:.3f}",
+                "" if math.isnan(v.threshold) else f"{v.threshold:.3f}",
+                flag,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    right = {3, 4, 5, 6, 7}
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("─" * w for w in widths))
+    return "\n".join(lines)
