@@ -1,0 +1,220 @@
+"""Real gunicorn, 4 workers, over loopback: every scrape shows exactly what was sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline
+
+pytestmark = pytest.mark.slow
+ROWS = [[-3.5, "red"], [1.25, "purple"], [None, "blue"]]  # known values, one unseen, one missing
+BODY = json.dumps({"columns": ["x", "colour"], "data": ROWS}).encode()
+WORKERS = 4
+
+
+class Gunicorn:
+    """A gunicorn master with our configuration, its workers and its multiprocess directory."""
+
+    def __init__(self, tmp_path: Path, app: str, *options: str, environment=None) -> None:
+        baseline = tmp_path / "histogram.prom"
+        mixed_baseline().save(baseline)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BOXKITE_TEST_BASELINE": str(baseline), **(environment or {})}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None) if environment is None else None
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:boxkite_middleware.gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(WORKERS),
+                "--graceful-timeout",
+                "5",
+                *options,
+                f"tests.e2e_app:{app}",
+            ],
+            cwd=ROOT_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stdout.read().decode())
+            if len(self.workers()) == WORKERS:
+                try:
+                    self.scrape()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    def workers(self) -> list[int]:
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        return [int(pid) for pid in found]
+
+    def directory(self) -> Path:
+        """The temporary directory this master created (its owner file names the master)."""
+        for owner in Path(tempfile.gettempdir()).glob("boxkite-metrics-*/boxkite.owner"):
+            if owner.read_text().strip() == str(self.process.pid):
+                return owner.parent
+        raise AssertionError("no multiprocess directory owned by this master")
+
+    def post(self, count: int) -> set[int]:
+        def one(_):
+            request = urllib.request.Request(
+                f"{self.url}/invocations",
+                data=BODY,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())["pid"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return set(pool.map(one, range(count)))
+
+    def scrape(self) -> Scrape:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=30) as response:
+            return Scrape(response.read().decode())
+
+    def stop(self) -> None:
+        workers = self.workers()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        leftover = [
+            pid
+            for pid in workers
+            if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+        ]
+        assert not leftover, f"stray worker processes {leftover}"
+
+
+def assert_exact(server: Gunicorn, requests: int, scrapes: int = 8) -> None:
+    """Every scrape, whichever worker answers it, shows every request sent."""
+    for _ in range(scrapes):
+        scrape = server.scrape()
+        assert scrape.value("boxkite_requests_total", model="e2e", reason="ok") == requests
+        assert (
+            scrape.value("boxkite_feature_value_bucket", model="e2e", feature="x", le="+Inf")
+            == 2 * requests
+        )
+        assert scrape.value("boxkite_feature_missing_total", model="e2e", feature="x") == requests
+        assert (
+            scrape.value(
+                "boxkite_feature_category_total",
+                model="e2e",
+                feature="colour",
+                category="__other__",
+            )
+            == requests
+        )
+        assert (
+            scrape.value("boxkite_inference_category_total", model="e2e", category="cat")
+            == 3 * requests
+        )
+        # The baseline is served once, never multiplied by the number of workers.
+        assert (
+            scrape.value(
+                "boxkite_feature_value_baseline_bucket", model="e2e", feature="x", le="+Inf"
+            )
+            == 600
+        )
+
+
+@pytest.mark.parametrize(
+    ("app", "options"),
+    [
+        ("wsgi", ()),
+        ("wsgi", ("--worker-class", "gthread", "--threads", "4")),
+        ("wsgi", ("--preload",)),
+        ("asgi", ("--worker-class", "uvicorn_worker.UvicornWorker")),
+    ],
+    ids=["sync", "gthread", "preload", "uvicorn"],
+)
+def test_counts_are_exact_on_every_scrape_even_after_sigkill(tmp_path, app, options):
+    server = Gunicorn(tmp_path, app, *options)
+    try:
+        first = server.scrape()
+        assert first.value("boxkite_requests_total", model="e2e", reason="ok") == 0
+        buckets = first.find("boxkite_feature_value_bucket", model="e2e", feature="x")
+        assert len(buckets) == len(mixed_baseline().features["x"].counts)  # zero series exist
+        answered_by = server.post(200)
+        if options == ():  # sync workers take one request at a time: the load spreads
+            assert len(answered_by) > 1, "requests should spread over several workers"
+        assert_exact(server, 200)
+        victim = min(answered_by)  # a worker holding counts
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while victim in server.workers() or len(server.workers()) < WORKERS:
+            assert time.monotonic() < deadline, "no replacement worker"
+            time.sleep(0.1)
+        assert_exact(server, 200)
+        server.post(100)
+        assert_exact(server, 300)
+        files = sorted(p.name for p in server.directory().glob("*.db"))
+        assert f"counter_{victim}.db" not in files  # folded into the archive
+        assert "counter_archive.db" in files
+    finally:
+        server.stop()
+
+
+def test_recycled_workers_lose_nothing_and_files_stay_few(tmp_path):
+    server = Gunicorn(tmp_path, "wsgi", "--max-requests", "15")
+    try:
+        pids = server.post(200)
+        assert len(pids) > WORKERS  # workers were recycled along the way
+        assert_exact(server, 200)
+        directory = server.directory()
+        # Live workers' files plus one archive per type: dead workers were folded.
+        assert len(list(directory.glob("counter_*.db"))) <= WORKERS + 2
+    finally:
+        server.stop()
+    assert not directory.exists()  # the temporary directory is removed on exit
+
+
+def test_a_directory_given_by_the_user(tmp_path):
+    given = tmp_path / "metrics"
+    given.mkdir()
+    (given / "counter_999999.db").write_bytes(b"stale")
+    (given / "keep.txt").write_text("not ours")
+    server = Gunicorn(tmp_path, "wsgi", environment={"PROMETHEUS_MULTIPROC_DIR": str(given)})
+    try:
+        assert not (given / "counter_999999.db").exists()  # wiped: our pattern
+        assert (given / "keep.txt").exists()  # not ours: kept
+        server.post(20)
+        assert_exact(server, 20, scrapes=3)
+    finally:
+        server.stop()
+    assert given.exists()
+
+
+def test_an_unusable_directory_fails_at_start_up(tmp_path):
+    with pytest.raises(RuntimeError, match="not a directory"):
+        Gunicorn(
+            tmp_path, "wsgi", environment={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
+        )
