@@ -30,18 +30,22 @@ def as_float(values: Sequence[Any] | np.ndarray) -> np.ndarray:
 
     Integers too large for a float become ±inf rather than missing: they are numbers.
     """
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        return values.astype(np.float64, copy=False).ravel()
-    try:
-        array = np.asarray(values, dtype=np.float64)
-        if array.ndim == 1:
-            return array
-    except (TypeError, ValueError, OverflowError):
-        pass
-    return np.fromiter((_one_float(v) for v in values), dtype=np.float64, count=len(values))
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "fiu":
+            return values.astype(np.float64, copy=False).ravel()
+        values = values.tolist()
+    if set(map(type, values)) <= {float, int}:
+        try:
+            return np.asarray(values, dtype=np.float64)
+        except OverflowError:
+            pass
+    return np.fromiter(map(one_float, values), dtype=np.float64, count=len(values))
 
 
-def _one_float(value: Any) -> float:
+def one_float(value: Any) -> float:
+    """`as_float` of one value (the recorder's path for a few rows): exactly the same rules."""
+    if type(value) is float:
+        return value
     if isinstance(value, (list, tuple, dict, bytes)) or value is None:
         return math.nan
     try:
@@ -64,7 +68,7 @@ def canonical_category(value: Any) -> str | None:
     if isinstance(value, str):
         return value[:MAX_CATEGORY_LENGTH] or None
     if isinstance(value, (int, np.integer)):
-        value = _one_float(value) if abs(value) >= EXACT_INTEGERS else int(value)
+        value = one_float(value) if abs(value) >= EXACT_INTEGERS else int(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (float, np.floating)):

@@ -7,6 +7,7 @@ it cannot record it counts as skipped, with a reason.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import warnings
@@ -131,11 +132,22 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
+        collecting = gc.isenabled()
+        gc.disable()  # see below
         try:
             self._record()
         except Exception:
             logger.exception("boxkite-middleware could not record a request")
             self._recorder.skip(Reason.INTERNAL_ERROR)
+        finally:
+            if collecting:
+                gc.enable()
+
+    # Why the cyclic garbage collector is paused while recording: decoding a 1000-row request
+    # allocates ~1000 short-lived lists. Collections that run while they are alive promote
+    # them to older generations, which soon triggers a full collection of the whole process
+    # (~10 ms with a typical app loaded): p99 of a 1000-row request went from 3 to 15 ms.
+    # Paused, the temporaries are freed by reference counting before any collection sees them.
 
     def _record(self) -> None:
         if self._status is None:

@@ -133,7 +133,7 @@ def _split(document: Any) -> Frame | str:
 
 def _records(records: Any) -> Frame | str:
     """pandas ``orient="records"``: ``[{"col": value, ...}, ...]``; absent keys are missing."""
-    if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
+    if not isinstance(records, list) or _kinds(records) - {dict}:
         return Reason.BAD_SHAPE
     names: dict[str, None] = {}
     for row in records:
@@ -144,7 +144,7 @@ def _records(records: Any) -> Frame | str:
 
 def _rows(rows: list[Any]) -> Frame | str:
     """A bare JSON list: records when it holds objects, else unnamed rows."""
-    if rows and all(isinstance(row, dict) for row in rows):
+    if rows and _kinds(rows) == {dict}:
         return _records(rows)
     return _tensor(rows)
 
@@ -162,13 +162,14 @@ def _tensor(value: Any) -> Frame | str:
         return Frame(tuple(columns), tuple(columns.values()), lengths.pop() if lengths else 0)
     if not isinstance(value, list):
         return Reason.UNKNOWN_FORMAT
-    if value and all(isinstance(row, dict) for row in value):
+    kinds = _kinds(value)
+    if value and kinds == {dict}:
         return _records(value)
-    if value and all(isinstance(row, list) for row in value):
+    if value and kinds == {list}:
         width = len(value[0])
         columns = _transpose(value, width)
         return Reason.BAD_SHAPE if columns is None else Frame(None, columns, len(value))
-    if any(isinstance(item, (list, dict)) for item in value):
+    if kinds & {list, dict}:
         return Reason.BAD_SHAPE
     return Frame(None, (value,), len(value))
 
@@ -207,14 +208,19 @@ def _open_inference(tensors: list[dict[str, Any]]) -> Frame | str:
 def _flat(data: Any) -> list[Any] | None:
     if not isinstance(data, list):
         return None
-    if all(isinstance(row, list) for row in data):
+    if _kinds(data) == {list}:
         return [value for row in data for value in row]
     return data
 
 
+def _kinds(items: list[Any]) -> set[type]:
+    """The exact types in a JSON list, found in one pass in C."""
+    return set(map(type, items))
+
+
 def _transpose(rows: list[Any], width: int) -> tuple[Sequence[Any], ...] | None:
     """Row-major lists as columns; None when a row is not a list of ``width`` values."""
-    if not all(isinstance(row, list) and len(row) == width for row in rows):
+    if _kinds(rows) - {list} or set(map(len, rows)) - {width}:
         return None
     if not rows:
         return tuple([] for _ in range(width))
@@ -261,12 +267,15 @@ def decode_response(body: bytes, media_type: str, encoding: str, limit: int) -> 
         return {str(name): v if isinstance(v, list) else [v] for name, v in document.items()}
     if not isinstance(document, list):
         return Reason.UNKNOWN_FORMAT
-    if document and all(isinstance(row, dict) for row in document):
+    kinds = _kinds(document)
+    if not kinds & {list, dict}:
+        return {"0": document}  # one output: the common case, no copy
+    if kinds == {dict}:
         frame = _records(document)
-    elif document and all(isinstance(row, list) for row in document):
+    elif kinds == {list}:
         frame = _tensor(document)
     else:
-        frame = _tensor([[value] for value in document])
+        return Reason.BAD_SHAPE
     if isinstance(frame, str):
         return frame
     names = frame.names or tuple(str(i) for i in range(len(frame.columns)))

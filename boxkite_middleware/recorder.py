@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import families
 from .baseline import Baseline, Column, Histogram
-from .binning import OTHER, as_float, canonical_category
+from .binning import OTHER, as_float, canonical_category, one_float
 from .families import Family
 from .payload import Frame, Reason
 
@@ -58,13 +58,8 @@ Sample = tuple[str, dict[str, str], float]
 Make = Callable[[Family, str, dict[str, str]], Any]
 
 
-@dataclass(frozen=True)
-class Tally:
-    """What one column of one request adds: counts per bucket or category, missing, sum."""
-
-    counts: Mapping[int | str, int]
-    missing: int
-    total: float = 0.0
+Increments = list[tuple[Any, float]]
+"""(value object, amount) pairs: a request's whole effect, applied only once fully planned."""
 
 
 class _Series:
@@ -78,114 +73,119 @@ class _Series:
         self.labels = labels
         self.value = make(family, suffix, labels)
 
-    def sample(self) -> Sample:
-        return self.name, self.labels, self.value.get()
+    def sample(self) -> tuple[Family, Sample]:
+        return self.family, (self.name, self.labels, self.value.get())
 
 
 class NumericColumn:
     """Live histogram of one numeric feature or output, with the baseline's edges."""
 
-    def __init__(self, edges: Sequence[float], family: Family, make: Make, labels: dict) -> None:
+    def __init__(
+        self, edges: Sequence[float], families_: tuple[Family, Family], make: Make, labels: dict
+    ) -> None:
+        family, missing_family = families_
+        self.family = family
         self._edges = np.asarray(edges, dtype=np.float64)
         self._edge_list = [float(edge) for edge in edges]
-        self.family = family
         self._buckets = [
             _Series(make, family, "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self._edge_list, math.inf)
         ]
+        self._bucket_values = [bucket.value for bucket in self._buckets]
         self._sum = _Series(make, family, "_sum", labels) if self._edge_list[0] >= 0 else None
+        self.missing = _Series(make, missing_family, "_total", labels)
         self._labels = labels
 
-    def tally(self, values: Sequence[Any]) -> Tally:
+    def plan(self, values: Sequence[Any], increments: Increments) -> None:
+        """Append this column's increments for ``values`` (one per non-empty bucket)."""
         if len(values) <= SMALL_BATCH and not isinstance(values, np.ndarray):
-            return self._tally_few(values)
+            return self._plan_few(values, increments)
         numbers = as_float(values)
         nan = np.isnan(numbers)
         present = numbers[~nan]
         counts = np.bincount(np.searchsorted(self._edges, present, side="left"))
-        finite = present[np.isfinite(present)]
-        with np.errstate(over="ignore"):
-            total = float(finite.sum())
         nonzero = np.flatnonzero(counts)
-        return Tally(dict(zip(nonzero.tolist(), counts[nonzero].tolist())), int(nan.sum()), total)
+        buckets = self._bucket_values
+        increments += [(buckets[i], n) for i, n in zip(nonzero.tolist(), counts[nonzero].tolist())]
+        missing = int(nan.sum())
+        if missing:
+            increments.append((self.missing.value, missing))
+        if self._sum is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._plan_sum(float(present[np.isfinite(present)].sum()), increments)
+        return None
 
-    def _tally_few(self, values: Sequence[Any]) -> Tally:
-        counts: dict[int | str, int] = {}
-        missing, total = 0, 0.0
+    def _plan_few(self, values: Sequence[Any], increments: Increments) -> None:
+        """The same rule as `plan` with ``bisect``: numpy's call overhead dominates few rows."""
+        total = 0.0
         for value in values:
-            number = as_float((value,))[0] if type(value) is not float else value
+            number = value if type(value) is float else one_float(value)
             if number != number:
-                missing += 1
+                increments.append((self.missing.value, 1))
                 continue
-            index = bisect_left(self._edge_list, number)
-            counts[index] = counts.get(index, 0) + 1
+            increments.append((self._bucket_values[bisect_left(self._edge_list, number)], 1))
             if -math.inf < number < math.inf:
                 total += number
-        return Tally(counts, missing, total)
+        if self._sum is not None:
+            self._plan_sum(total, increments)
 
-    def apply(self, tally: Tally) -> None:
-        for index, count in tally.counts.items():
-            self._buckets[index].value.inc(count)
-        if self._sum is not None and tally.total and math.isfinite(tally.total):
-            self._sum.value.inc(tally.total)
+    def _plan_sum(self, total: float, increments: Increments) -> None:
+        if total and math.isfinite(total):
+            increments.append((self._sum.value, total))
 
-    def samples(self) -> Iterator[Sample]:
+    def samples(self) -> Iterator[tuple[Family, Sample]]:
         cumulative = 0.0
         for bucket in self._buckets:
             cumulative += bucket.value.get()
-            yield bucket.name, bucket.labels, cumulative
+            yield self.family, (bucket.name, bucket.labels, cumulative)
         if self._sum is not None:  # OpenMetrics: no _sum with negative buckets, no _count alone
-            yield self.family.name + "_count", self._labels, cumulative
+            yield self.family, (self.family.name + "_count", self._labels, cumulative)
             yield self._sum.sample()
+        yield self.missing.sample()
 
 
 class CategoryColumn:
     """Live counts of one categorical feature or output; unknown values go to ``__other__``."""
 
-    def __init__(self, categories: Iterable[str], family: Family, make: Make, labels: dict) -> None:
+    def __init__(
+        self, categories: Iterable[str], families_: tuple[Family, Family], make: Make, labels: dict
+    ) -> None:
+        family, missing_family = families_
         self.family = family
         self._series = {
             category: _Series(make, family, "_total", {**labels, "category": category})
             for category in (*categories, OTHER)
         }
+        self._values = {category: series.value for category, series in self._series.items()}
+        self._other = self._values[OTHER]
+        self.missing = _Series(make, missing_family, "_total", labels)
 
-    def tally(self, values: Sequence[Any]) -> Tally:
-        counts: dict[int | str, int] = {}
-        missing = 0
-        known = self._series
-        for value in values.tolist() if isinstance(values, np.ndarray) else values:
+    def plan(self, values: Sequence[Any], increments: Increments) -> None:
+        """Count equal values once (keyed by type too: ``1``, ``1.0`` and ``True`` differ),
+        then canonicalise each distinct value: a batch costs one pass in C, not one
+        ``canonical_category`` call per row."""
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        try:
+            distinct = Counter(zip(map(type, values), values))
+        except TypeError:  # unhashable values (lists, objects): they are missing anyway
+            distinct = Counter((type(v), v if _hashable(v) else None) for v in values)
+        counts: dict[Any, int] = {}
+        for (_, value), count in distinct.items():
             category = canonical_category(value)
-            if category is None:
-                missing += 1
-                continue
-            if category not in known:
-                category = OTHER
-            counts[category] = counts.get(category, 0) + 1
-        return Tally(counts, missing)
+            target = (
+                self.missing.value if category is None else self._values.get(category, self._other)
+            )
+            counts[target] = counts.get(target, 0) + count
+        increments += counts.items()
 
-    def apply(self, tally: Tally) -> None:
-        for category, count in tally.counts.items():
-            self._series[category].value.inc(count)
-
-    def samples(self) -> Iterator[Sample]:
+    def samples(self) -> Iterator[tuple[Family, Sample]]:
         for series in self._series.values():
             yield series.sample()
+        yield self.missing.sample()
 
 
-class _Column:
-    """A column's counter and its missing-value series."""
-
-    def __init__(self, counter: NumericColumn | CategoryColumn, missing: _Series) -> None:
-        self.counter = counter
-        self.missing = missing
-
-    def tally(self, values: Sequence[Any]) -> Tally:
-        return self.counter.tally(values)
-
-    def apply(self, tally: Tally) -> None:
-        self.counter.apply(tally)
-        if tally.missing:
-            self.missing.value.inc(tally.missing)
+Column_ = NumericColumn | CategoryColumn
 
 
 class Recorder:
@@ -196,8 +196,8 @@ class Recorder:
         self.baseline = baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
         self._common = {"model": model, "baseline": self.identity}
-        self.features: dict[str, _Column] = {}
-        self.outputs: dict[str, _Column] = {}
+        self.features: dict[str, Column_] = {}
+        self.outputs: dict[str, Column_] = {}
         columns = (
             baseline.columns()
             if baseline
@@ -218,14 +218,14 @@ class Recorder:
         }
         self._extra = _Series(_make, families.EXTRA_COLUMNS, "_total", self._common)
 
-    def _column(self, role: str, name: str, column: Column) -> _Column:
+    def _column(self, role: str, name: str, column: Column) -> Column_:
         labels = {**self._common, families.COLUMN_LABEL[role]: name}
         if isinstance(column, Histogram):
-            counter = NumericColumn(column.edges, families.VALUE_FAMILY[role], _make, labels)
-        else:
-            categories = [category for category, _ in column.counts if category != OTHER]
-            counter = CategoryColumn(categories, families.CATEGORY_FAMILY[role], _make, labels)
-        return _Column(counter, _Series(_make, families.MISSING_FAMILY[role], "_total", labels))
+            pair = (families.VALUE_FAMILY[role], families.MISSING_FAMILY[role])
+            return NumericColumn(column.edges, pair, _make, labels)
+        categories = [category for category, _ in column.counts if category != OTHER]
+        pair = (families.CATEGORY_FAMILY[role], families.MISSING_FAMILY[role])
+        return CategoryColumn(categories, pair, _make, labels)
 
     def skip(self, reason: str) -> None:
         self._requests["skipped", reason].value.inc(1)
@@ -240,25 +240,23 @@ class Recorder:
             self.skip(Reason.NO_FEATURES)
             return Reason.NO_FEATURES
         pairs, extra = matched
-        tallies = [
-            (column, column.tally(values) if values is not None else Tally({}, frame.rows))
-            for column, values in pairs
-        ]
+        increments: Increments = []
+        for column, values in pairs:
+            if values is None:  # the request lacks this feature: every row is missing it
+                increments.append((column.missing.value, frame.rows))
+            else:
+                column.plan(values, increments)
         reason = Reason.NO_PREDICTIONS
         if not isinstance(predictions, str):
-            outputs = [
-                (column, column.tally(predictions[name]))
-                for name, column in self.outputs.items()
-                if name in predictions
-            ]
-            if outputs:
-                tallies += outputs
-                reason = Reason.OK
-        for column, tally in tallies:
-            column.apply(tally)
+            for name, column in self.outputs.items():
+                if name in predictions:
+                    column.plan(predictions[name], increments)
+                    reason = Reason.OK
         if extra:
-            self._extra.value.inc(extra)
-        self._requests["recorded", reason].value.inc(1)
+            increments.append((self._extra.value, extra))
+        increments.append((self._requests["recorded", reason].value, 1))
+        for value, amount in increments:
+            value.inc(amount)
         return reason
 
     def _match(self, frame: Frame) -> tuple[list, int] | None:
@@ -283,11 +281,17 @@ class Recorder:
     def live_samples(self) -> Iterator[tuple[Family, Sample]]:
         """Every live sample with its family, for single-process exposition."""
         for column in (*self.features.values(), *self.outputs.values()):
-            for sample in column.counter.samples():
-                yield column.counter.family, sample
-            yield column.missing.family, column.missing.sample()
+            yield from column.samples()
         for series in (*self._requests.values(), self._extra):
-            yield series.family, series.sample()
+            yield series.sample()
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _make(family: Family, suffix: str, labels: dict[str, str]) -> Any:
