@@ -52,11 +52,27 @@ class Server:
     def __init__(self, variant: str, workers: int) -> None:
         self.url = f"http://127.0.0.1:{_port()}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:boxkite_middleware.gunicorn",
-             "--bind", self.url.removeprefix("http://"), "--workers", str(workers),
-             "--log-level", "warning", "serve_app:app"],
-            cwd=HERE, env={**os.environ, "BOXKITE_BENCH": variant, "OMP_NUM_THREADS": "1",
-                           "PYTHONPATH": str(ROOT)},
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:boxkite_middleware.gunicorn",
+                "--bind",
+                self.url.removeprefix("http://"),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "serve_app:app",
+            ],
+            cwd=HERE,
+            env={
+                **os.environ,
+                "BOXKITE_BENCH": variant,
+                "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": str(ROOT),
+            },
         )
         deadline = time.monotonic() + 60
         while True:
@@ -77,9 +93,19 @@ class Server:
 
 def _wrk(url: str, script: Path, seconds: int) -> tuple[float, float]:
     output = subprocess.run(
-        ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"{url}/invocations"],
-        check=True, capture_output=True, text=True,
+        [
+            "wrk",
+            "-t2",
+            "-c8",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/invocations",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
@@ -93,8 +119,9 @@ def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
     results = []
     for size in (1, 100):
         body = folder / f"body-{size}.json"
-        body.write_text(json.dumps({"columns": FEATURES,
-                                    "data": rows(measurements(size, seed=9), FEATURES)}))
+        body.write_text(
+            json.dumps({"columns": FEATURES, "data": rows(measurements(size, seed=9), FEATURES)})
+        )
         script = folder / f"post-{size}.lua"
         script.write_text(LUA.format(body=body))
         figures: dict[str, list[tuple[float, float]]] = {"bare": [], "wrapped": []}
@@ -108,12 +135,16 @@ def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
                     server.stop()
         bare_rate = statistics.median(rate for rate, _ in figures["bare"])
         wrapped_rate = statistics.median(rate for rate, _ in figures["wrapped"])
-        results.append([
-            f"{size}", f"{bare_rate:.0f}", f"{wrapped_rate:.0f}",
-            f"{100 * wrapped_rate / bare_rate:.0f} %",
-            f"{statistics.median(p99 for _, p99 in figures['bare']):.2f}",
-            f"{statistics.median(p99 for _, p99 in figures['wrapped']):.2f}",
-        ])
+        results.append(
+            [
+                f"{size}",
+                f"{bare_rate:.0f}",
+                f"{wrapped_rate:.0f}",
+                f"{100 * wrapped_rate / bare_rate:.0f} %",
+                f"{statistics.median(p99 for _, p99 in figures['bare']):.2f}",
+                f"{statistics.median(p99 for _, p99 in figures['wrapped']):.2f}",
+            ]
+        )
     return results
 
 
@@ -124,6 +155,7 @@ def scrapes(folder: Path) -> list[list[str]]:
         server = Server("wrapped", workers=workers)
         try:
             _wrk(server.url, script, 3)  # every worker records something
+
             def scrape(url=server.url):
                 with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
                     return response.read()
@@ -142,12 +174,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     arguments = parser.parse_args()
     if not (ROOT / "examples" / "flask_app" / "model.pkl").exists():
-        subprocess.run([sys.executable, str(ROOT / "examples" / "flask_app" / "train.py")],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "flask_app" / "train.py")], check=True
+        )
     with tempfile.TemporaryDirectory() as folder:
-        print(table(["rows", "bare req/s", "wrapped req/s", "wrapped/bare", "bare p99 ms",
-                     "wrapped p99 ms"], throughput(arguments.seconds, arguments.rounds,
-                                                   Path(folder))))
+        print(
+            table(
+                [
+                    "rows",
+                    "bare req/s",
+                    "wrapped req/s",
+                    "wrapped/bare",
+                    "bare p99 ms",
+                    "wrapped p99 ms",
+                ],
+                throughput(arguments.seconds, arguments.rounds, Path(folder)),
+            )
+        )
         print()
         print(table(["workers", "scrape median ms", "body KiB"], scrapes(Path(folder))))
 

@@ -1,6 +1,6 @@
 """Which JSON parser pays: stdlib json vs orjson vs msgspec on pandas-split bodies.
 
-    python benchmarks/bench_json.py        (msgspec is timed when installed)
+python benchmarks/bench_json.py        (msgspec is timed when installed)
 """
 
 from __future__ import annotations
@@ -33,15 +33,20 @@ def main() -> None:
         pass
     results = []
     for size in (1, 100, 1000):
-        body = json.dumps({"columns": FEATURES,
-                           "data": rows(measurements(size, seed=4), FEATURES)}).encode()
+        body = json.dumps(
+            {"columns": FEATURES, "data": rows(measurements(size, seed=4), FEATURES)}
+        ).encode()
         repeats = 2000 if size < 1000 else 200
-        timings = {name: median_seconds(lambda p=parse: [p(body) for _ in range(repeats)], 7)
-                   / repeats for name, parse in parsers.items()}
+        timings = {
+            name: median_seconds(lambda p=parse, b=body, r=repeats: [p(b) for _ in range(r)], 7)
+            / repeats
+            for name, parse in parsers.items()
+        }
         stdlib = timings["json (stdlib)"]
-        results.append([str(size), f"{len(body):,}"] + [
-            f"{seconds * 1e6:.1f} µs ({stdlib / seconds:.1f}×)" for seconds in timings.values()
-        ])
+        results.append(
+            [str(size), f"{len(body):,}"]
+            + [f"{seconds * 1e6:.1f} µs ({stdlib / seconds:.1f}×)" for seconds in timings.values()]
+        )
     print(table(["rows", "bytes", *parsers], results))
 
 
