@@ -1,0 +1,336 @@
+"""Drift rules: valid for promtool, and right — `promtool test rules` against values computed
+here with numpy/scipy from the same counts (unseen categories, an idle window, a replica
+restart, and two baselines side by side during a rolling deploy)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from boxkite_middleware.dashboard import dashboard, expressions
+from boxkite_middleware.rules import RuleOptions, rule_file, to_yaml
+
+pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool")
+
+MINUTES = 10
+WINDOW = "10m"
+OPTIONS = RuleOptions(windows=(WINDOW,), min_live=10, duration="0m")
+
+
+def _promtool(*arguments: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["promtool", *arguments], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RuleOptions(),
+        RuleOptions(windows=("5m", "1h", "1d"), sample_size="requests", group_by=("namespace",)),
+    ],
+)
+def test_generated_rules_pass_promtool_check(tmp_path, options):
+    path = tmp_path / "rules.yml"
+    path.write_text(to_yaml(rule_file(options)))
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_shipped_examples_are_current(tmp_path):
+    from boxkite_middleware.cli import main
+
+    main(["rules", "--window", "30m", "--window", "6h", "-o", str(tmp_path / "rules.yml")])
+    main(["dashboard", "--window", "30m", "--window", "6h", "-o", str(tmp_path / "d.json")])
+    from .helpers import ROOT_DIR
+
+    examples = ROOT_DIR / "examples"
+    assert (tmp_path / "rules.yml").read_text() == (examples / "rules.yml").read_text()
+    assert (tmp_path / "d.json").read_text() == (examples / "grafana-dashboard.json").read_text()
+
+
+def test_dashboard_queries_the_rules_it_is_built_on():
+    document = dashboard(RuleOptions(windows=("30m",)))
+    recorded = {
+        rule.get("record")
+        for group in rule_file(RuleOptions())["groups"]
+        for rule in group["rules"]
+    }
+    for expr in expressions(document):
+        for word in expr.replace("{", " ").replace("(", " ").split():
+            if word.startswith("boxkite:"):
+                assert word.replace("$window", "30m") in recorded, word
+    assert json.loads(json.dumps(document)) == document
+
+
+# ------------------------------------------------------------------------------------------
+# The scenario: counters sampled every minute, evaluated at 10m over a 10m window.
+
+
+def _cumulative_over_time(increments: np.ndarray, restart: int | None = None) -> np.ndarray:
+    """Counter samples at minutes 0..10 from per-minute increments (row = minute)."""
+    values = np.zeros((MINUTES + 1, increments.shape[1]))
+    for minute in range(1, MINUTES + 1):
+        start = 0 if minute == restart else values[minute - 1]
+        values[minute] = start + increments[minute - 1]
+    return values
+
+
+def _increase(samples: np.ndarray) -> np.ndarray:
+    """Prometheus' increase() without extrapolation (samples span the window exactly)."""
+    previous, current = samples[:-1], samples[1:]
+    return np.where(current >= previous, current - previous, current).sum(axis=0)
+
+
+class Scenario:
+    """Builds the promtool input series and, independently, the expected statistics."""
+
+    def __init__(self) -> None:
+        self.series: list[tuple[str, list[float]]] = []
+        self.live: dict[tuple, np.ndarray] = {}
+
+    def constant(self, name: str, labels: dict[str, str], value: float) -> None:
+        self.series.append((_selector(name, labels), [value] * (MINUTES + 1)))
+
+    def counter(self, name: str, labels: dict[str, str], samples: np.ndarray) -> None:
+        self.series.append((_selector(name, labels), samples.tolist()))
+
+    def histogram(self, labels, edges, per_minute, restart=None, baseline=None):
+        """Live bucket counters (and the baseline served by this replica)."""
+        les = [*edges, "+Inf"]
+        samples = _cumulative_over_time(np.cumsum(per_minute, axis=1), restart)
+        for i, le in enumerate(les):
+            self.counter("boxkite_feature_value_bucket", {**labels, "le": le}, samples[:, i])
+            if baseline is not None:
+                self.constant(
+                    "boxkite_feature_value_baseline_bucket",
+                    {**labels, "le": le},
+                    float(np.cumsum(baseline)[i]),
+                )
+        return np.diff(_increase(samples), prepend=0.0)  # per bucket, not cumulative
+
+    def categories(self, family, labels, names, per_minute, restart=None, baseline=None):
+        samples = _cumulative_over_time(per_minute, restart)
+        for i, name in enumerate(names):
+            self.counter(
+                f"boxkite_{family}_category_total", {**labels, "category": name}, samples[:, i]
+            )
+            if baseline is not None:
+                self.constant(
+                    f"boxkite_{family}_category_baseline_total",
+                    {**labels, "category": name},
+                    float(baseline[i]),
+                )
+        return _increase(samples)
+
+
+def _selector(name: str, labels: dict[str, str]) -> str:
+    inner = ", ".join(f'{key}="{value}"' for key, value in labels.items())
+    return f"{name}{{{inner}}}"
+
+
+def _ks(live: np.ndarray, baseline: np.ndarray) -> float:
+    return float(
+        np.max(np.abs(np.cumsum(live) / live.sum() - np.cumsum(baseline) / baseline.sum()))
+    )
+
+
+def _smooth(counts: np.ndarray, smoothing: float = 0.01) -> np.ndarray:
+    return (1 - smoothing) * counts / counts.sum() + smoothing / counts.size
+
+
+def _psi(live: np.ndarray, baseline: np.ndarray) -> float:
+    p, q = _smooth(live), _smooth(baseline)
+    return float(np.sum(stats.entropy(p, q) + stats.entropy(q, p)))  # symmetric KL
+
+
+def _js(live: np.ndarray, baseline: np.ndarray) -> float:
+    return float(jensenshannon(_smooth(live), _smooth(baseline)) ** 2)
+
+
+def _ks_threshold(n: float, m: float, columns: int) -> float:
+    return max(0.05, np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m)))
+
+
+def _psi_threshold(k: int, n: float, m: float, columns: int) -> float:
+    return max(0.1, stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m))
+
+
+def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
+    scenario = Scenario()
+    b1 = {"model": "m", "baseline": "b1"}
+    edges = ["1.0", "2.0"]
+    base_x = np.array([10.0, 20.0, 10.0])
+    rng = np.random.default_rng(7)
+    # Two replicas of baseline b1; replica 2 restarts at minute 6.
+    live_x = sum(
+        scenario.histogram(
+            {**b1, "instance": instance, "feature": "x"},
+            edges,
+            rng.integers(0, 4, (MINUTES, 3)),
+            restart=restart,
+            baseline=base_x,
+        )
+        for instance, restart in (("r1", None), ("r2", 6))
+    )
+    base_missing, live_missing = 4.0, 0.0
+    for instance in ("r1", "r2"):
+        per_minute = rng.integers(0, 2, (MINUTES, 1))
+        live_missing += float(_increase(_cumulative_over_time(per_minute))[0])
+        scenario.counter(
+            "boxkite_feature_missing_total",
+            {**b1, "instance": instance, "feature": "x"},
+            _cumulative_over_time(per_minute)[:, 0],
+        )
+        scenario.constant(
+            "boxkite_feature_missing_baseline_total",
+            {**b1, "instance": instance, "feature": "x"},
+            base_missing,
+        )
+    # A categorical feature; replica 2 sees only categories the baseline does not know.
+    names = ["red", "blue", "__other__"]
+    base_colour = np.array([50.0, 30.0, 0.0])
+    live_colour = scenario.categories(
+        "feature",
+        {**b1, "instance": "r1", "feature": "colour"},
+        names,
+        np.tile([4, 1, 0], (MINUTES, 1)),
+        baseline=base_colour,
+    ) + scenario.categories(
+        "feature",
+        {**b1, "instance": "r2", "feature": "colour"},
+        names,
+        np.tile([0, 0, 2], (MINUTES, 1)),
+        baseline=base_colour,
+    )
+    # Predictions, labels.
+    base_label = np.array([60.0, 40.0, 0.0])
+    live_label = scenario.categories(
+        "inference",
+        {**b1, "instance": "r1", "output": "0"},
+        ["cat", "dog", "__other__"],
+        np.tile([3, 3, 0], (MINUTES, 1)),
+        baseline=base_label,
+    )
+    # Rolling deploy: replica 3 runs baseline b2 (other edges); its traffic matches it.
+    b2 = {"model": "m", "baseline": "b2"}
+    base_b2 = np.array([5.0, 15.0])
+    live_b2 = scenario.histogram(
+        {**b2, "instance": "r3", "feature": "x"},
+        ["1.5"],
+        np.tile([1, 3], (MINUTES, 1)),
+        baseline=base_b2,
+    )
+    # An idle model: a baseline, no traffic.
+    scenario.histogram(
+        {"model": "idle", "baseline": "b3", "instance": "r4", "feature": "x"},
+        edges,
+        np.zeros((MINUTES, 3)),
+        baseline=base_x,
+    )
+
+    n_x, m_x = live_x.sum(), base_x.sum()
+    n_c, m_c = live_colour.sum(), base_colour.sum()
+    checks = [  # (rule, labels, expected, tolerance)
+        ("boxkite:feature_live_count:10m", {**b1, "feature": "x"}, n_x, 1e-9),
+        ("boxkite:feature_baseline_count", {**b1, "feature": "x"}, m_x, 1e-9),
+        ("boxkite:feature_ks:10m", {**b1, "feature": "x"}, _ks(live_x, base_x), 1e-12),
+        ("boxkite:feature_ks:10m", {**b2, "feature": "x"}, 0.0, 1e-12),
+        (
+            "boxkite:feature_psi:10m",
+            {**b1, "feature": "colour"},
+            _psi(live_colour, base_colour),
+            1e-9,
+        ),
+        (
+            "boxkite:feature_js:10m",
+            {**b1, "feature": "colour"},
+            _js(live_colour, base_colour),
+            1e-9,
+        ),
+        ("boxkite:inference_psi:10m", {**b1, "output": "0"}, _psi(live_label, base_label), 1e-9),
+        (
+            "boxkite:feature_missing_rate_change:10m",
+            {**b1, "feature": "x"},
+            live_missing / (live_missing + n_x) - base_missing / (base_missing + m_x),
+            1e-12,
+        ),
+        (
+            "boxkite:feature_ks_threshold:10m",
+            {**b1, "feature": "x"},
+            _ks_threshold(n_x, m_x, 2),
+            1e-9,
+        ),
+        (
+            "boxkite:feature_ks_threshold:10m",
+            {**b2, "feature": "x"},
+            _ks_threshold(live_b2.sum(), base_b2.sum(), 1),
+            1e-9,
+        ),
+    ]
+    relative = [  # approximations in PromQL (Wilson–Hilferty, Abramowitz–Stegun): 2 %
+        (
+            "boxkite:feature_psi_threshold:10m",
+            {**b1, "feature": "colour"},
+            _psi_threshold(3, n_c, m_c, 2),
+        ),
+    ]
+    tests = (
+        [
+            {
+                "expr": f"abs({_selector(rule, labels)} - {float(expected)!r}) < bool {tolerance!r}",
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": _labels(labels), "value": 1}],
+            }
+            for rule, labels, expected, tolerance in checks
+        ]
+        + [
+            {
+                "expr": f"abs({_selector(rule, labels)} / {float(expected)!r} - 1) < bool 0.02",
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": _labels(labels), "value": 1}],
+            }
+            for rule, labels, expected in relative
+        ]
+        + [
+            {
+                "expr": 'absent(boxkite:feature_ks:10m{model="idle"})',
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": '{model="idle"}', "value": 1}],
+            },
+            {
+                "expr": 'count(boxkite:feature_ks:10m{model="m"})',
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": "{}", "value": 2}],
+            },  # b1 and b2 apart, never mixed
+        ]
+    )
+    (tmp_path / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
+    test_file = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": selector, "values": " ".join(repr(float(v)) for v in values)}
+                    for selector, values in scenario.series
+                ],
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(to_yaml(test_file))
+    result = _promtool("test", "rules", "test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The scenario does show drift, so the zeros above are not vacuous.
+    assert _ks(live_x, base_x) > 0.05 and _psi(live_colour, base_colour) > 0.3
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
