@@ -283,7 +283,8 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
     tests = (
         [
             {
-                "expr": f"abs({_selector(rule, labels)} - {float(expected)!r}) < bool {tolerance!r}",
+                "expr": f"abs({_selector(rule, labels)} - {float(expected)!r})"
+                f" < bool {tolerance!r}",
                 "eval_time": f"{MINUTES}m",
                 "exp_samples": [{"labels": _labels(labels), "value": 1}],
             }
