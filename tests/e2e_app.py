@@ -36,3 +36,25 @@ async def asgi_invocations(request: Request):
 
 
 asgi.add_middleware(BoxkiteMiddleware, baseline=BASELINE, model="e2e")
+
+
+def _echo_labels():
+    """Answers each row's ``label`` and ``score`` columns as its predictions (two outputs), so
+    that replaying the training data reproduces the baseline's outputs too."""
+    document = request.get_json()
+    label, score = (document["columns"].index(name) for name in ("label", "score"))
+    return jsonify(predictions=[{"label": r[label], "score": r[score]} for r in document["data"]])
+
+
+echo = Flask("echo")
+echo.add_url_rule("/replay", "replay", _echo_labels, methods=["POST"])
+echo.add_url_rule("/drift", "drift", _echo_labels, methods=["POST"])
+# Two models in one app, told apart by path; the outer one serves /metrics for both.
+echo.wsgi_app = BoxkiteMiddleware(
+    BoxkiteMiddleware(
+        echo.wsgi_app, baseline=BASELINE, model="replay", paths=["/replay"], metrics_path=None
+    ),
+    baseline=BASELINE,
+    model="drift",
+    paths=["/drift"],
+)

@@ -26,12 +26,22 @@ WORKERS = 4
 class Gunicorn:
     """A gunicorn master with our configuration, its workers and its multiprocess directory."""
 
-    def __init__(self, tmp_path: Path, app: str, *options: str, environment=None) -> None:
-        baseline = tmp_path / "histogram.prom"
-        mixed_baseline().save(baseline)
+    def __init__(
+        self,
+        tmp_path: Path,
+        app: str,
+        *options: str,
+        environment=None,
+        workers: int = WORKERS,
+        baseline=None,
+    ) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.worker_count = workers
+        path = tmp_path / "histogram.prom"
+        (baseline or mixed_baseline()).save(path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BOXKITE_TEST_BASELINE": str(baseline), **(environment or {})}
+        env = {**os.environ, "BOXKITE_TEST_BASELINE": str(path), **(environment or {})}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None) if environment is None else None
         self.process = subprocess.Popen(
             [
@@ -43,7 +53,7 @@ class Gunicorn:
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
-                str(WORKERS),
+                str(workers),
                 "--graceful-timeout",
                 "5",
                 *options,
@@ -61,13 +71,14 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(self.process.stdout.read().decode())
-            if len(self.workers()) == WORKERS:
+            if len(self.workers()) == self.worker_count:
                 try:
                     self.scrape()
                     return
                 except OSError:
                     pass
             time.sleep(0.1)
+        self.process.kill()
         raise RuntimeError("gunicorn did not start")
 
     def workers(self) -> list[int]:

@@ -1,0 +1,263 @@
+"""End to end: a real Prometheus scrapes two gunicorn replicas every second and evaluates the
+generated rules; every drift statistic is checked against numpy/scipy on the same binned data,
+the training replay shows no drift, the drifted stream fires the alert, and every dashboard
+query returns data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from boxkite_middleware import Baseline
+from boxkite_middleware.dashboard import dashboard, expressions
+from boxkite_middleware.rules import RuleOptions, rule_file, to_yaml
+
+from .helpers import free_port, mixed_data
+from .test_gunicorn import Gunicorn
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus server"),
+]
+WINDOW = "5m"
+OPTIONS = RuleOptions(windows=(WINDOW,), min_live=50, duration="0m")
+SMOOTHING = OPTIONS.smoothing
+
+
+def _scores(features: dict[str, list]) -> list[float]:
+    return [round(0.5 + 0.05 * x, 3) for x in features["x"]]
+
+
+def _drifted(rows: int) -> tuple[dict[str, list], list]:
+    features, labels = mixed_data(rows, seed=99)
+    features["x"] = [value + 2.5 for value in features["x"]]
+    features["size"] = [round(value * 1.6, 2) for value in features["size"]]
+    features["colour"] = ["purple" if i % 3 == 0 else c for i, c in enumerate(features["colour"])]
+    labels = ["dog" if i % 4 else label for i, label in enumerate(labels)]
+    return features, labels
+
+
+def _bodies(features: dict[str, list], labels: list, batch: int = 40) -> list[bytes]:
+    """pandas-split batches; the app echoes the ``label`` and ``score`` columns back."""
+    names = [*features, "label", "score"]
+    scores = _scores(features)
+    rows = [
+        [*(features[name][i] for name in features), labels[i], scores[i]]
+        for i in range(len(labels))
+    ]
+    return [
+        json.dumps({"columns": names, "data": rows[i : i + batch]}).encode()
+        for i in range(0, len(rows), batch)
+    ]
+
+
+def _post(url: str, body: bytes) -> None:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+class Prometheus:
+    def __init__(self, folder: Path, targets: list[str]) -> None:
+        (folder / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(folder / "rules.yml")],
+            "scrape_configs": [{"job_name": "model", "static_configs": [{"targets": targets}]}],
+        }
+        (folder / "prometheus.yml").write_text(to_yaml(config))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "prometheus.log").open("w"),
+        )
+        self.wait(
+            lambda: (
+                self.query("up")
+                and all(s["value"][1] == "1" for s in self.query("up"))
+                and len(self.query("up")) == len(targets)
+            ),
+            "targets up",
+        )
+
+    def query(self, expr: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                answer = json.loads(response.read())
+        except OSError:
+            return []
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def value(self, expr: str) -> float:
+        found = self.query(expr)
+        assert len(found) == 1, (expr, found)
+        return float(found[0]["value"][1])
+
+    def wait(self, condition, what: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"Prometheus: no {what}")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _binned(values: list, edges) -> np.ndarray:
+    numbers = np.array([np.nan if v is None else v for v in values], dtype=float)
+    present = numbers[~np.isnan(numbers)]
+    return np.bincount(
+        np.searchsorted(np.asarray(edges), present, side="left"), minlength=len(edges) + 1
+    ).astype(float)
+
+
+def _categorised(values: list, categories: list[str]) -> np.ndarray:
+    known = {name: i for i, name in enumerate(categories)}
+    counts = np.zeros(len(categories))
+    for value in values:
+        if value is None:
+            continue
+        counts[known.get(str(value), known["__other__"])] += 1
+    return counts
+
+
+def _ks(live, base) -> float:
+    return float(np.max(np.abs(np.cumsum(live) / live.sum() - np.cumsum(base) / base.sum())))
+
+
+def _smooth(counts) -> np.ndarray:
+    return (1 - SMOOTHING) * counts / counts.sum() + SMOOTHING / counts.size
+
+
+def _psi(live, base) -> float:
+    p, q = _smooth(live), _smooth(base)
+    return float(stats.entropy(p, q) + stats.entropy(q, p))
+
+
+def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
+    training, training_labels = mixed_data()
+    baseline = Baseline.from_data(
+        training, inference={"label": training_labels, "score": _scores(training)}
+    )
+    replicas = [
+        Gunicorn(tmp_path / f"r{i}", "echo", workers=2, baseline=baseline) for i in range(2)
+    ]
+    prometheus = Prometheus(tmp_path, [r.url.removeprefix("http://") for r in replicas])
+    try:
+        drifted, drifted_labels = _drifted(600)
+        sent = 0
+        for replica in replicas:  # the same streams to both: replicas sum exactly
+            for body in _bodies(training, training_labels):
+                _post(f"{replica.url}/replay", body)
+                sent += 1
+            for body in _bodies(drifted, drifted_labels):
+                _post(f"{replica.url}/drift", body)
+                sent += 1
+        prometheus.wait(
+            lambda: (
+                prometheus.query('sum(boxkite_requests_total{reason="ok"})')
+                and prometheus.value('sum(boxkite_requests_total{reason="ok"})') == sent
+            ),
+            "scrape of every request",
+        )
+        prometheus.wait(
+            lambda: (
+                len(prometheus.query(f"boxkite:feature_ks:{WINDOW}")) == 4
+                and prometheus.query('ALERTS{model="drift"}')
+            ),
+            "rules evaluated",
+            seconds=30,
+        )
+        time.sleep(2)  # one more evaluation after the last scrape
+
+        # The training replay: no drift at all.
+        for sample in prometheus.query(f'boxkite:feature_ks:{WINDOW}{{model="replay"}}'):
+            assert float(sample["value"][1]) < 1e-12, sample
+        for name in ("psi", "js"):
+            for sample in prometheus.query(f'boxkite:feature_{name}:{WINDOW}{{model="replay"}}'):
+                assert abs(float(sample["value"][1])) < 1e-9, sample
+        assert abs(prometheus.value(f'boxkite:inference_psi:{WINDOW}{{model="replay"}}')) < 1e-9
+        assert prometheus.value(f'boxkite:inference_ks:{WINDOW}{{model="replay"}}') < 1e-12
+        assert not prometheus.query('ALERTS{model="replay"}')
+
+        # The drifted stream: every statistic as numpy/scipy compute it from the same bins.
+        for name in ("x", "size"):
+            edges = baseline.features[name].edges
+            live = _binned(drifted[name], edges)
+            base = np.array(baseline.features[name].counts, dtype=float)
+            got = prometheus.value(
+                f'boxkite:feature_ks:{WINDOW}{{model="drift", feature="{name}"}}'
+            )
+            assert got == pytest.approx(_ks(live, base), abs=1e-9)
+        for name, values, family in (
+            ("colour", drifted["colour"], "feature"),
+            ("grade", drifted["grade"], "feature"),
+            ("label", drifted_labels, "inference"),
+        ):
+            column = (baseline.features if family == "feature" else baseline.inference)[name]
+            categories = [category for category, _ in column.counts]
+            live = _categorised(values, categories)
+            base = np.array([count for _, count in column.counts], dtype=float)
+            label = "feature" if family == "feature" else "output"
+            selector = f'{{model="drift", {label}="{name}"}}'
+            assert prometheus.value(f"boxkite:{family}_psi:{WINDOW}{selector}") == pytest.approx(
+                _psi(live, base), abs=1e-9
+            )
+            assert prometheus.value(f"boxkite:{family}_js:{WINDOW}{selector}") == pytest.approx(
+                jensenshannon(_smooth(live), _smooth(base)) ** 2, abs=1e-9
+            )
+        live_count = prometheus.value(
+            f'boxkite:feature_live_count:{WINDOW}{{model="drift", feature="x"}}'
+        )
+        raw = prometheus.value(
+            'sum(boxkite_feature_value_bucket{model="drift", feature="x", le="+Inf"})'
+        )
+        assert raw == 2 * 600  # both replicas, every worker
+        # increase() extrapolates to the window's end: over a series a few seconds old that is
+        # a sizeable share (over a real 30m window, about half a scrape interval's worth).
+        assert raw <= live_count <= 1.3 * raw
+
+        firing = prometheus.query('ALERTS{alertname="BoxkiteFeatureDrift", model="drift"}')
+        assert {s["metric"]["feature"] for s in firing} >= {"x", "size", "colour"}
+        assert prometheus.query('ALERTS{alertname="BoxkitePredictionDrift", model="drift"}')
+
+        # Every query of the dashboard returns data here.
+        document = dashboard(OPTIONS)
+        for expr in expressions(document):
+            concrete = [
+                expr.replace("$model", "drift")
+                .replace("$window", WINDOW)
+                .replace("$__rate_interval", "1m")
+                .replace("$feature", feature)
+                for feature in ("x", "colour")
+            ]
+            if expr.startswith("label_values("):
+                metric = expr.removeprefix("label_values(").rsplit(",", 1)[0]
+                concrete = [metric.replace("$model", "drift")]
+            assert any(prometheus.query(query) for query in concrete), expr
+    finally:
+        prometheus.stop()
+        for replica in replicas:
+            replica.stop()
