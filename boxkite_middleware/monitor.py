@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable
@@ -23,6 +24,13 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""
 
 logger = logging.getLogger("boxkite_middleware")
+
+SEVERAL_WORKERS = (
+    "boxkite-middleware: this looks like one of several worker processes, but "
+    "PROMETHEUS_MULTIPROC_DIR was not set before prometheus_client was imported, so /metrics "
+    "shows one worker's counts; under gunicorn use -c python:boxkite_middleware.gunicorn, "
+    "under uvicorn --workers export PROMETHEUS_MULTIPROC_DIR first"
+)
 
 
 def media_type(content_type: str | None) -> str:
@@ -55,6 +63,8 @@ class Monitor:
             raise ValueError("max_body_bytes must be positive")
         if multiprocess():
             storage.check_directory(os.environ[storage.ENVIRONMENT])
+        elif multiprocessing.parent_process() is not None:
+            logger.warning(SEVERAL_WORKERS)
         self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)

@@ -15,7 +15,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.wsgi import get_content_length
 
 from .exposition import metrics_wsgi_app
-from .monitor import Exchange, Monitor
+from .monitor import SEVERAL_WORKERS, Exchange, Monitor
 from .recorder import multiprocess
 
 logger = logging.getLogger("boxkite_middleware")
@@ -79,12 +79,7 @@ class WSGIMiddleware:
         """Several worker processes without mmap storage: each /metrics shows one worker."""
         self._checked_workers = True
         if environ.get("wsgi.multiprocess") and not multiprocess():
-            logger.warning(
-                "boxkite-middleware: this server runs several worker processes but "
-                "PROMETHEUS_MULTIPROC_DIR was not set before prometheus_client was imported, so "
-                "/metrics shows one worker's counts; run gunicorn with "
-                "-c python:boxkite_middleware.gunicorn"
-            )
+            logger.warning(SEVERAL_WORKERS)
 
 
 class _TeeInput:

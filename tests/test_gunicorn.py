@@ -229,3 +229,49 @@ def test_an_unusable_directory_fails_at_start_up(tmp_path):
         Gunicorn(
             tmp_path, "wsgi", environment={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
         )
+
+
+def test_several_workers_without_the_directory_warn(tmp_path):
+    """Plain gunicorn (no boxkite config) and uvicorn --workers: each worker says so."""
+    baseline = tmp_path / "histogram.prom"
+    mixed_baseline().save(baseline)
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["BOXKITE_TEST_BASELINE"] = str(baseline)
+    commands = {
+        "gunicorn": [sys.executable, "-m", "gunicorn", "--workers", "2", "tests.e2e_app:wsgi"],
+        "uvicorn": [sys.executable, "-m", "uvicorn", "--workers", "2", "tests.e2e_app:asgi"],
+    }
+    for name, command in commands.items():
+        port = free_port()
+        bind = (
+            ["--bind", f"127.0.0.1:{port}"]
+            if name == "gunicorn"
+            else ["--host", "127.0.0.1", "--port", str(port)]
+        )
+        process = subprocess.Popen(
+            [*command, *bind],
+            cwd=ROOT_DIR,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    request = urllib.request.Request(
+                        f"http://127.0.0.1:{port}/invocations",
+                        data=BODY,
+                        method="POST",
+                        headers={"Content-Type": "application/json"},
+                    )
+                    urllib.request.urlopen(request, timeout=5).read()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"{name} did not start"
+                    time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=30)
+        assert "PROMETHEUS_MULTIPROC_DIR was not set" in errors, (name, errors[-2000:])
