@@ -228,6 +228,35 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             assert prometheus.value(f"boxkite:{family}_js:{WINDOW}{selector}") == pytest.approx(
                 jensenshannon(_smooth(live), _smooth(base)) ** 2, abs=1e-9
             )
+        # Missing rate, live minus baseline (colour has null values in both).
+        colour = baseline.features["colour"]
+        live_missing = sum(value is None for value in drifted["colour"])
+        live_present = len(drifted["colour"]) - live_missing
+        expected = live_missing / len(drifted["colour"]) - colour.missing / (
+            colour.missing + sum(count for _, count in colour.counts)
+        )
+        got = prometheus.value(
+            f'boxkite:feature_missing_rate_change:{WINDOW}{{model="drift", feature="colour"}}'
+        )
+        assert got == pytest.approx(expected, abs=1e-9) and live_present > 0
+        # Thresholds: the formulas of the README on the n and m Prometheus recorded.
+        n = prometheus.value(f'boxkite:feature_sample_size:{WINDOW}{{model="drift", feature="x"}}')
+        m = prometheus.value('boxkite:feature_baseline_count{model="drift", feature="x"}')
+        columns = len(baseline.features)
+        critical = np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
+        assert prometheus.value(
+            f'boxkite:feature_ks_threshold:{WINDOW}{{model="drift", feature="x"}}'
+        ) == pytest.approx(max(0.05, critical), rel=1e-9)
+        n = prometheus.value(
+            f'boxkite:feature_sample_size:{WINDOW}{{model="drift", feature="colour"}}'
+        )
+        m = prometheus.value('boxkite:feature_baseline_count{model="drift", feature="colour"}')
+        k = len(colour.counts)
+        assert prometheus.value(
+            f'boxkite:feature_psi_threshold:{WINDOW}{{model="drift", feature="colour"}}'
+        ) == pytest.approx(
+            max(0.1, stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m)), rel=0.02
+        )
         live_count = prometheus.value(
             f'boxkite:feature_live_count:{WINDOW}{{model="drift", feature="x"}}'
         )
