@@ -1,32 +1,18 @@
-"""The Flask example's model served bare or wrapped, for bench_gunicorn.py.
+"""The Flask example for bench_gunicorn.py: as shipped, or with its one middleware line undone.
 
-BOXKITE_BENCH=bare|wrapped selects the variant: the same app, the same model.
+BOXKITE_BENCH=bare serves the example's own ``wsgi_app`` (what it was before
+``app.wsgi_app = BoxkiteMiddleware(app.wsgi_app, ...)``); anything else, the example as is.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
+import sys
 from pathlib import Path
 
-import numpy as np
-from flask import Flask, jsonify, request
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "flask_app"))
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app"
-trained = pickle.loads((EXAMPLE / "model.pkl").read_bytes())
-app = Flask(__name__)
+from app import app
 
-
-@app.post("/invocations")
-def invocations():
-    payload = request.get_json()
-    columns = payload["columns"]
-    table = np.array(payload["data"], dtype=float)
-    ordered = table[:, [columns.index(name) for name in trained["features"]]]
-    return jsonify(predictions=trained["model"].predict(ordered).round(3).tolist())
-
-
-if os.environ.get("BOXKITE_BENCH") == "wrapped":
-    from boxkite_middleware import BoxkiteMiddleware
-
-    app.wsgi_app = BoxkiteMiddleware(app.wsgi_app, baseline=EXAMPLE / "histogram.prom")
+if os.environ.get("BOXKITE_BENCH") == "bare":
+    app.wsgi_app = app.wsgi_app.app
