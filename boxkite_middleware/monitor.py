@@ -100,6 +100,7 @@ class Exchange:
         "_request_type",
         "_response",
         "_response_encoding",
+        "_response_skip",
         "_response_type",
         "_status",
     )
@@ -110,6 +111,7 @@ class Exchange:
         self._limit = limit
         self._request: bytearray | None = bytearray()
         self._response: bytearray | None = None
+        self._response_skip = Reason.NO_PREDICTIONS  # why there is no copy, if there is none
         self._status: int | None = None
         self._response_type = ""
         self._response_encoding = ""
@@ -133,7 +135,7 @@ class Exchange:
     def response_data(self, data: bytes) -> None:
         if self._response is not None:
             if len(self._response) + len(data) > self._limit:
-                self._response = None
+                self._response, self._response_skip = None, Reason.TOO_LARGE
             else:
                 self._response += data
 
@@ -170,7 +172,7 @@ class Exchange:
         if isinstance(frame, str):
             return self._recorder.skip(frame)
         predictions = (
-            Reason.NO_PREDICTIONS
+            self._response_skip
             if self._response is None
             else decode_response(
                 bytes(self._response), self._response_type, self._response_encoding, self._limit

@@ -39,7 +39,17 @@ NO_BASELINE = "none"
 """The ``baseline`` label of series recorded without a baseline."""
 
 OUTCOMES = {
-    "recorded": (Reason.OK, Reason.NO_PREDICTIONS),
+    # Recorded requests say why their predictions were not, when they were not.
+    "recorded": (
+        Reason.OK,
+        Reason.NO_PREDICTIONS,
+        Reason.TOO_LARGE,
+        Reason.NOT_JSON,
+        Reason.COMPRESSED,
+        Reason.UNDECODABLE,
+        Reason.UNKNOWN_FORMAT,
+        Reason.BAD_SHAPE,
+    ),
     "skipped": (
         Reason.NOT_JSON,
         Reason.UNDECODABLE,
@@ -231,7 +241,9 @@ class Recorder:
         self._requests["skipped", reason].value.inc(1)
 
     def record(self, frame: Frame, predictions: Mapping[str, Sequence[Any]] | str) -> str:
-        """Count one request (and its predictions, if decoded); return the outcome's reason."""
+        """Count one request (and its predictions, if decoded); return the outcome's reason.
+
+        ``predictions`` is what the response decoded to, or why it did not decode."""
         if not self.features:
             self.skip(Reason.NO_BASELINE)
             return Reason.NO_BASELINE
@@ -246,7 +258,7 @@ class Recorder:
                 increments.append((column.missing.value, frame.rows))
             else:
                 column.plan(values, increments)
-        reason = Reason.NO_PREDICTIONS
+        reason = predictions if isinstance(predictions, str) else Reason.NO_PREDICTIONS
         if not isinstance(predictions, str):
             for name, column in self.outputs.items():
                 if name in predictions:

@@ -303,3 +303,44 @@ def test_without_baseline_only_outcomes_unless_features_named():
         result.value("boxkite_feature_value_bucket", model=model + "-f", feature="a", le="100.0")
         == 2
     )
+
+
+def test_recorded_requests_say_why_their_predictions_were_not():
+    model = _model()
+    answers = {
+        "/ok": ("application/json", b'{"predictions": ["cat"]}', ""),
+        "/brotli": ("application/json", b"\x1b\x00\x00", "br"),
+        "/broken": ("application/json", b'{"predictions": [', ""),
+        "/text": ("text/plain", b"cat", ""),
+        "/big": ("application/json", b'{"predictions": ["cat"]}' + b" " * 5000, ""),
+    }
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        media, body, encoding = answers[environ["PATH_INFO"]]
+        headers = [("Content-Type", media)] + ([("Content-Encoding", encoding)] if encoding else [])
+        start_response("200 OK", headers)
+        return [body]
+
+    wrapped = BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model, max_body_bytes=4096)
+    for path in answers:
+        response = Client(wrapped).post(
+            path,
+            data=b'{"columns": ["x"], "data": [[1.5]]}',
+            content_type="application/json",
+            buffered=True,
+        )
+        assert response.get_data() == answers[path][1]
+    result = scrape()
+    reasons = {
+        s.labels["reason"]: s.value
+        for s in result.find("boxkite_requests_total", model=model, outcome="recorded")
+    }
+    assert {k: v for k, v in reasons.items() if v} == {
+        "ok": 1,
+        "compressed": 1,
+        "undecodable": 1,
+        "no_predictions": 1,
+        "too_large": 1,
+    }
+    assert result.value("boxkite_feature_value_bucket", model=model, feature="x", le="+Inf") == 5
