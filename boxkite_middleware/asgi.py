@@ -12,7 +12,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from .exposition import metrics_asgi_app
-from .monitor import Monitor
+from .monitor import Exchange, Monitor, logger
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -56,18 +56,29 @@ class ASGIMiddleware:
             return message
 
         async def copying_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                found = Headers(raw=message.get("headers", []))
-                exchange.response_started(
-                    message["status"], found.get("content-type"), found.get("content-encoding")
-                )
-            elif message["type"] == "http.response.body":
-                exchange.response_data(message.get("body", b""))
+            last = _copy_sent(exchange, message)
             await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            if last:
                 exchange.finish()
 
         try:
             await self.app(scope, copying_receive, copying_send)
         finally:
             exchange.finish()
+
+
+def _copy_sent(exchange: Exchange, message: Message) -> bool:
+    """Copy a message the app sends; True for the last body message. A malformed message is
+    the server's to reject: it passes through uncopied and the exchange records no response."""
+    try:
+        if message["type"] == "http.response.start":
+            found = Headers(raw=message.get("headers", []))
+            exchange.response_started(
+                int(message["status"]), found.get("content-type"), found.get("content-encoding")
+            )
+        elif message["type"] == "http.response.body":
+            exchange.response_data(message.get("body", b""))
+            return not message.get("more_body", False)
+    except Exception:
+        logger.debug("boxkite-middleware: an ASGI message it could not read passed through")
+    return False

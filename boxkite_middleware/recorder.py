@@ -13,7 +13,7 @@ import math
 import threading
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,8 +65,6 @@ OUTCOMES = {
 }
 
 Sample = tuple[str, dict[str, str], float]
-Make = Callable[[Family, str, dict[str, str]], Any]
-
 
 Increments = list[tuple[Any, float]]
 """(value object, amount) pairs: a request's whole effect, applied only once fully planned."""
@@ -77,11 +75,20 @@ class _Series:
 
     __slots__ = ("family", "labels", "name", "value")
 
-    def __init__(self, make: Make, family: Family, suffix: str, labels: dict[str, str]) -> None:
+    def __init__(self, family: Family, suffix: str, labels: dict[str, str]) -> None:
         self.family = family
         self.name = family.name + suffix
         self.labels = labels
-        self.value = make(family, suffix, labels)
+        names = list(labels)
+        # Keyed exactly as prometheus_client keys its own metrics' values.
+        self.value = prometheus_values.ValueClass(
+            family.kind,
+            family.name,
+            self.name,
+            names,
+            [labels[name] for name in names],
+            family.documentation,
+        )
 
     def sample(self) -> tuple[Family, Sample]:
         return self.family, (self.name, self.labels, self.value.get())
@@ -91,25 +98,25 @@ class NumericColumn:
     """Live histogram of one numeric feature or output, with the baseline's edges."""
 
     def __init__(
-        self, edges: Sequence[float], families_: tuple[Family, Family], make: Make, labels: dict
+        self, edges: Sequence[float], family: Family, missing: Family, labels: dict[str, str]
     ) -> None:
-        family, missing_family = families_
         self.family = family
         self._edges = np.asarray(edges, dtype=np.float64)
         self._edge_list = [float(edge) for edge in edges]
         self._buckets = [
-            _Series(make, family, "_bucket", {**labels, "le": floatToGoString(edge)})
+            _Series(family, "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self._edge_list, math.inf)
         ]
         self._bucket_values = [bucket.value for bucket in self._buckets]
-        self._sum = _Series(make, family, "_sum", labels) if self._edge_list[0] >= 0 else None
-        self.missing = _Series(make, missing_family, "_total", labels)
+        self._sum = _Series(family, "_sum", labels) if self._edge_list[0] >= 0 else None
+        self.missing = _Series(missing, "_total", labels)
         self._labels = labels
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
         """Append this column's increments for ``values`` (one per non-empty bucket)."""
         if len(values) <= SMALL_BATCH and not isinstance(values, np.ndarray):
-            return self._plan_few(values, increments)
+            self._plan_few(values, increments)
+            return
         numbers = as_float(values)
         nan = np.isnan(numbers)
         present = numbers[~nan]
@@ -123,7 +130,6 @@ class NumericColumn:
         if self._sum is not None:
             with np.errstate(over="ignore", invalid="ignore"):
                 self._plan_sum(float(present[np.isfinite(present)].sum()), increments)
-        return None
 
     def _plan_few(self, values: Sequence[Any], increments: Increments) -> None:
         """The same rule as `plan` with ``bisect``: numpy's call overhead dominates few rows."""
@@ -158,17 +164,16 @@ class CategoryColumn:
     """Live counts of one categorical feature or output; unknown values go to ``__other__``."""
 
     def __init__(
-        self, categories: Iterable[str], families_: tuple[Family, Family], make: Make, labels: dict
+        self, categories: Iterable[str], family: Family, missing: Family, labels: dict[str, str]
     ) -> None:
-        family, missing_family = families_
         self.family = family
         self._series = {
-            category: _Series(make, family, "_total", {**labels, "category": category})
+            category: _Series(family, "_total", {**labels, "category": category})
             for category in (*categories, OTHER)
         }
         self._values = {category: series.value for category, series in self._series.items()}
         self._other = self._values[OTHER]
-        self.missing = _Series(make, missing_family, "_total", labels)
+        self.missing = _Series(missing, "_total", labels)
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
         """Count equal values once (keyed by type too: ``1``, ``1.0`` and ``True`` differ),
@@ -195,7 +200,7 @@ class CategoryColumn:
         yield self.missing.sample()
 
 
-Column_ = NumericColumn | CategoryColumn
+LiveColumn = NumericColumn | CategoryColumn
 
 
 class Recorder:
@@ -206,8 +211,8 @@ class Recorder:
         self.baseline = baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
         self._common = {"model": model, "baseline": self.identity}
-        self.features: dict[str, Column_] = {}
-        self.outputs: dict[str, Column_] = {}
+        self.features: dict[str, LiveColumn] = {}
+        self.outputs: dict[str, LiveColumn] = {}
         columns = (
             baseline.columns()
             if baseline
@@ -218,7 +223,6 @@ class Recorder:
             target[name] = self._column(role, name, column)
         self._requests = {
             (outcome, reason): _Series(
-                _make,
                 families.REQUESTS,
                 "_total",
                 {**self._common, "outcome": outcome, "reason": reason},
@@ -226,16 +230,18 @@ class Recorder:
             for outcome, reasons in OUTCOMES.items()
             for reason in reasons
         }
-        self._extra = _Series(_make, families.EXTRA_COLUMNS, "_total", self._common)
+        self._extra = _Series(families.EXTRA_COLUMNS, "_total", self._common)
 
-    def _column(self, role: str, name: str, column: Column) -> Column_:
+    def _column(self, role: str, name: str, column: Column) -> LiveColumn:
         labels = {**self._common, families.COLUMN_LABEL[role]: name}
         if isinstance(column, Histogram):
-            pair = (families.VALUE_FAMILY[role], families.MISSING_FAMILY[role])
-            return NumericColumn(column.edges, pair, _make, labels)
+            return NumericColumn(
+                column.edges, families.VALUE_FAMILY[role], families.MISSING_FAMILY[role], labels
+            )
         categories = [category for category, _ in column.counts if category != OTHER]
-        pair = (families.CATEGORY_FAMILY[role], families.MISSING_FAMILY[role])
-        return CategoryColumn(categories, pair, _make, labels)
+        return CategoryColumn(
+            categories, families.CATEGORY_FAMILY[role], families.MISSING_FAMILY[role], labels
+        )
 
     def skip(self, reason: str) -> None:
         self._requests["skipped", reason].value.inc(1)
@@ -258,8 +264,10 @@ class Recorder:
                 increments.append((column.missing.value, frame.rows))
             else:
                 column.plan(values, increments)
-        reason = predictions if isinstance(predictions, str) else Reason.NO_PREDICTIONS
-        if not isinstance(predictions, str):
+        if isinstance(predictions, str):
+            reason = predictions
+        else:
+            reason = Reason.NO_PREDICTIONS
             for name, column in self.outputs.items():
                 if name in predictions:
                     column.plan(predictions[name], increments)
@@ -287,7 +295,10 @@ class Recorder:
         return pairs, len(frame.names) - used
 
     def touch(self) -> None:
-        """Make this process's copy of every series exist (mmap mode re-creates after fork)."""
+        """Make every series exist in this process's mmap file, e.g. right after a fork.
+
+        Reading one value is enough: on a pid change prometheus_client re-creates every value
+        of the process in the new process's file."""
         self._extra.value.get()
 
     def live_samples(self) -> Iterator[tuple[Family, Sample]]:
@@ -304,19 +315,6 @@ def _hashable(value: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _make(family: Family, suffix: str, labels: dict[str, str]) -> Any:
-    """A value object keyed exactly like prometheus_client's own metrics key theirs."""
-    names = list(labels)
-    return prometheus_values.ValueClass(
-        family.kind,
-        family.name,
-        family.name + suffix,
-        names,
-        [labels[name] for name in names],
-        family.documentation,
-    )
 
 
 _recorders: dict[tuple[str, str], Recorder] = {}

@@ -7,7 +7,6 @@ own iterable back untouched (servers look for ``wsgi.file_wrapper`` instances).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -15,10 +14,8 @@ from werkzeug.datastructures import Headers
 from werkzeug.wsgi import get_content_length
 
 from .exposition import metrics_wsgi_app
-from .monitor import SEVERAL_WORKERS, Exchange, Monitor
+from .monitor import SEVERAL_WORKERS, Exchange, Monitor, logger
 from .recorder import multiprocess
-
-logger = logging.getLogger("boxkite_middleware")
 
 
 class WSGIMiddleware:
