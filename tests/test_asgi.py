@@ -175,3 +175,62 @@ def test_metrics_head_and_filters():
         assert "boxkite_requests_total{" in only and "boxkite_feature_value" not in only
         # Other methods reach the app, which has no such route.
         assert client.post("/metrics", content=b"{}").status_code == 404
+
+
+def test_an_app_that_raises_after_the_response_started():
+    import asyncio
+
+    async def app(scope, receive, send):
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"[1,", "more_body": True})
+        raise RuntimeError("mid-stream")
+
+    async def run(target):
+        messages = []
+
+        async def receive():
+            return {"type": "http.request", "body": b'{"columns": ["x"], "data": [[1]]}'}
+
+        async def send(message):
+            messages.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        with pytest.raises(RuntimeError, match="mid-stream"):
+            await target(scope, receive, send)
+        return messages
+
+    model = "asgi-raises-" + uuid.uuid4().hex[:6]
+    wrapped = ASGIMiddleware(app, baseline=mixed_baseline(), model=model)
+    assert asyncio.run(run(app)) == asyncio.run(run(wrapped))
+    from boxkite_middleware.exposition import render
+
+    scrape = Scrape(render()[0].decode())
+    assert (
+        scrape.value(
+            "boxkite_requests_total", model=model, outcome="recorded", reason="undecodable"
+        )
+        == 1
+    )
+
+
+def test_expect_100_continue_and_chunked_under_uvicorn():
+    app = wine_app()
+    model = "asgi-continue-" + uuid.uuid4().hex[:6]
+    app.add_middleware(BoxkiteMiddleware, baseline=WINE, model=model)
+    with asgi_server(app) as url:
+        assert curl_walkthrough(url, "Expect: 100-continue") == {"predictions": [6.4]}
+        assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
+        scrape = Scrape(get(f"{url}/metrics")[2].decode())
+    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2

@@ -281,3 +281,48 @@ def test_expect_100_continue_over_a_real_server():
         assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
         scrape = Scrape(get(f"{url}/metrics")[2].decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2
+
+
+def test_an_app_that_raises_after_start_response_behaves_the_same():
+    closed = []
+
+    class Failing:
+        def __iter__(self):
+            yield b'{"predictions": ['
+            raise RuntimeError("mid-stream")
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return Failing()
+
+    model = "raises-" + uuid.uuid4().hex[:6]
+    outcomes = []
+    for target in (app, BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model)):
+        environ = EnvironBuilder(
+            method="POST",
+            data=b'{"columns": ["x"], "data": [[1]]}',
+            content_type="application/json",
+        ).get_environ()
+        iterable = target(environ, lambda *args: None)
+        received = []
+        with pytest.raises(RuntimeError, match="mid-stream"):
+            for chunk in iterable:
+                received.append(chunk)
+        iterable.close()
+        outcomes.append(received)
+    assert outcomes[0] == outcomes[1] == [b'{"predictions": [']
+    assert closed == [True, True]
+    from boxkite_middleware.exposition import render
+
+    scrape = Scrape(render()[0].decode())
+    # The features were read and the status was 200: recorded, predictions unreadable.
+    assert (
+        scrape.value(
+            "boxkite_requests_total", model=model, outcome="recorded", reason="undecodable"
+        )
+        == 1
+    )
