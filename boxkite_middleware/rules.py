@@ -16,7 +16,8 @@ rate, live minus baseline.
 Thresholds know the sample size: K-S against ``max(floor, c(α/F)·sqrt((n+m)/(n·m)))`` with
 ``c(a) = sqrt(-ln(a/2)/2)`` and F the model's number of columns (Bonferroni); PSI against
 ``max(floor, χ²(k−1, 1−α/F)·(1/n + 1/m))``, the χ² quantile by Wilson–Hilferty from a normal
-quantile by Abramowitz–Stegun 26.2.23 (both good to about 1 %), all in PromQL.
+quantile by Abramowitz–Stegun 26.2.23, all in PromQL (within 2.5 % for α/F ≥ 0.001 and k ≥ 3;
+see the README for the rest).
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""Drift statistics read off a scrape (the CLI's `drift` and the demo's table)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from werkzeug.test import Client
+
+from boxkite_middleware import BoxkiteMiddleware, drift
+from boxkite_middleware.cli import main
+
+from .helpers import mixed_baseline, mixed_data, split_body
+
+
+@given(st.integers(1, 200), st.floats(0.0001, 0.05))
+@settings(max_examples=300, deadline=None)
+def test_chi2_quantile_is_as_accurate_as_the_readme_says(degrees, tail):
+    exact = stats.chi2.ppf(1 - tail, degrees)
+    error = abs(drift.chi2_quantile(degrees, 1 - tail) / exact - 1)
+    if tail >= 0.001:
+        assert error <= (0.035 if degrees == 1 else 0.025)
+    else:
+        assert error <= (0.075 if degrees == 1 else 0.05)
+
+
+@given(
+    st.lists(st.integers(0, 1000), min_size=2, max_size=30).filter(lambda c: sum(c) > 0), st.data()
+)
+@settings(max_examples=200, deadline=None)
+def test_statistics_match_their_definitions(live, data):
+    live = np.array(live, dtype=float)
+    expected = np.array(
+        data.draw(
+            st.lists(st.integers(0, 1000), min_size=len(live), max_size=len(live)).filter(
+                lambda c: sum(c) > 0
+            )
+        ),
+        dtype=float,
+    )
+    cdf_gap = np.abs(np.cumsum(live) / live.sum() - np.cumsum(expected) / expected.sum())
+    assert drift.ks_statistic(live, expected) == pytest.approx(cdf_gap.max())
+    p = 0.99 * live / live.sum() + 0.01 / live.size
+    q = 0.99 * expected / expected.sum() + 0.01 / expected.size
+    assert drift.psi(live, expected) == pytest.approx(stats.entropy(p, q) + stats.entropy(q, p))
+    assert drift.jensen_shannon(live, expected) >= 0
+    assert drift.psi(expected, expected) == pytest.approx(0, abs=1e-12)
+
+
+def _scrape(features, labels) -> str:
+    model = "cli-" + uuid.uuid4().hex[:6]
+
+    def app(environ, start_response):
+        rows = json.loads(environ["wsgi.input"].read())["index"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"predictions": [labels[i] for i in rows]}).encode()]
+
+    client = Client(BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model))
+    for start in range(0, len(labels), 50):
+        client.post(
+            "/invocations",
+            data=split_body(features, slice(start, start + 50)),
+            content_type="application/json",
+            buffered=True,
+        )
+    return model, client.get("/metrics").get_data(as_text=True)
+
+
+def test_cli_drift_flags_only_what_moved(tmp_path, capsys):
+    features, labels = mixed_data(600, seed=5)  # fresh rows from the training distribution
+    features["x"] = [value + 3 for value in features["x"]]  # only x moves
+    model, text = _scrape(features, labels)
+    path = tmp_path / "scrape.txt"
+    path.write_text(text)
+    assert main(["drift", str(path)]) == 0
+    lines = {
+        line.split()[1]: line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(model)
+    }
+    assert "DRIFT (distribution)" in lines["x"]
+    for name in ("size", "colour", "grade"):
+        assert lines[name].rstrip().endswith("ok"), lines[name]
+
+
+def test_too_few_live_values_give_no_verdict():
+    features, labels = mixed_data(20, seed=6)
+    model, text = _scrape(features, labels)
+    verdicts = [v for v in drift.judge(drift.distributions(text)) if v.distribution.model == model]
+    assert verdicts and all(v.drifted is None for v in verdicts)
