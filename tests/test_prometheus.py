@@ -264,9 +264,9 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             'sum(boxkite_feature_value_bucket{model="drift", feature="x", le="+Inf"})'
         )
         assert raw == 2 * 600  # both replicas, every worker
-        # increase() extrapolates to the window's end: over a series a few seconds old that is
-        # a sizeable share (over a real 30m window, about half a scrape interval's worth).
-        assert raw <= live_count <= 1.3 * raw
+        # increase() extrapolates to the window's end by up to about one scrape interval: over
+        # series a few seconds old that is a sizeable share (over a 30m window, negligible).
+        assert raw <= live_count <= 2 * raw
 
         firing = prometheus.query('ALERTS{alertname="BoxkiteFeatureDrift", model="drift"}')
         assert {s["metric"]["feature"] for s in firing} >= {"x", "size", "colour"}
