@@ -198,12 +198,17 @@ def test_counts_are_exact_on_every_scrape_even_after_sigkill(tmp_path, app, opti
 def test_recycled_workers_lose_nothing_and_files_stay_few(tmp_path):
     server = Gunicorn(tmp_path, "wsgi", "--max-requests", "15")
     seen: list[float] = []
+    failures: list[Exception] = []
     done = threading.Event()
 
     def scrape_while_workers_die() -> None:
         """Scrapes race the folding of dead workers' files: none may fail or go back."""
         while not done.is_set():
-            seen.append(server.scrape().value("boxkite_requests_total", model="e2e", reason="ok"))
+            try:
+                scrape = server.scrape()
+                seen.append(scrape.value("boxkite_requests_total", model="e2e", reason="ok"))
+            except Exception as error:  # reported below, in the test's thread
+                failures.append(error)
             time.sleep(0.02)
 
     scraper = threading.Thread(target=scrape_while_workers_die)
@@ -213,6 +218,7 @@ def test_recycled_workers_lose_nothing_and_files_stay_few(tmp_path):
         done.set()
         scraper.join(30)
         assert len(pids) > WORKERS  # workers were recycled along the way
+        assert not failures, failures
         assert len(seen) > 5 and seen == sorted(seen), seen  # totals never went down
         assert_exact(server, 200)
         directory = server.directory()
