@@ -34,11 +34,12 @@ def as_float(values: Sequence[Any] | np.ndarray) -> np.ndarray:
         if values.dtype.kind in "fiu":
             return values.astype(np.float64, copy=False).ravel()
         values = values.tolist()
-    if set(map(type, values)) <= {float, int}:
-        try:
-            return np.asarray(values, dtype=np.float64)
-        except OverflowError:
-            pass
+    try:  # numpy converts str, bool and None with Python's own float() rules, in C
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim == 1:
+            return array
+    except (TypeError, ValueError, OverflowError):
+        pass  # a non-number somewhere: one value at a time
     return np.fromiter(map(one_float, values), dtype=np.float64, count=len(values))
 
 
@@ -46,7 +47,7 @@ def one_float(value: Any) -> float:
     """`as_float` of one value (the recorder's path for a few rows): exactly the same rules."""
     if type(value) is float:
         return value
-    if isinstance(value, (list, tuple, dict, bytes)) or value is None:
+    if isinstance(value, (list, tuple, dict)) or value is None:
         return math.nan
     try:
         return float(value)

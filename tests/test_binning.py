@@ -173,3 +173,25 @@ def test_discrete_rule_ignores_row_count():
 def test_numeric_or_text():
     assert binning.numeric_or_text(["1", "", "2.5"]).tolist()[::2] == [1.0, 2.5]
     assert binning.numeric_or_text(["1", "red"]).tolist() == ["1", "red"]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=12),
+            st.floats(),
+            st.integers(),
+            st.booleans(),
+            st.none(),
+            st.binary(max_size=6),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_batch_and_single_value_conversion_agree(values):
+    """The recorder's numpy path (as_float) and its few-rows path (one_float) are one rule."""
+    batch = binning.as_float(values)
+    single = np.array([binning.one_float(value) for value in values])
+    np.testing.assert_array_equal(batch, single)
