@@ -16,6 +16,7 @@ dead worker's counts into archive files, and remove a temporary directory on exi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -92,6 +93,8 @@ def on_exit(server: Any) -> None:
         return
     if mine:
         storage.wipe(directory)
-        for name in (OWNER_FILE, storage.LOCK_FILE):
-            os.remove(os.path.join(directory, name))
-        os.rmdir(directory)
+        for name in (OWNER_FILE, storage.LOCK_FILE):  # the lock exists once anyone scraped
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+        with contextlib.suppress(OSError):  # not empty: someone else's files, leave them
+            os.rmdir(directory)
