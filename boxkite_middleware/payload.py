@@ -47,6 +47,8 @@ class Reason:
 
 
 JSON_TYPES = frozenset({"application/json"})
+MAX_RECORD_CELLS = 4_000_000
+"""Records (``[{...}, ...]``) with more columns × rows than this are not decoded."""
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 
 
@@ -132,12 +134,17 @@ def _split(document: Any) -> Frame | str:
 
 
 def _records(records: Any) -> Frame | str:
-    """pandas ``orient="records"``: ``[{"col": value, ...}, ...]``; absent keys are missing."""
+    """pandas ``orient="records"``: ``[{"col": value, ...}, ...]``; absent keys are missing.
+
+    The only layout where the decoded size is not bounded by the body's: n rows with a new key
+    each would make n columns of n values, so the cells are capped."""
     if not isinstance(records, list) or _kinds(records) - {dict}:
         return Reason.BAD_SHAPE
     names: dict[str, None] = {}
     for row in records:
         names.update(dict.fromkeys(row))
+    if len(names) * len(records) > MAX_RECORD_CELLS:
+        return Reason.TOO_LARGE
     columns = tuple([row.get(name) for row in records] for name in names)
     return Frame(tuple(str(name) for name in names), columns, len(records))
 

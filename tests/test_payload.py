@@ -115,6 +115,8 @@ def test_what_the_standard_library_accepts_is_still_read():
         (b"<xml/>", "application/xml", Reason.NOT_JSON),
         (b'{"instances": [[1, 2], [3]]}', JSON, Reason.BAD_SHAPE),
         (b'{"inputs": {"a": [1, 2], "b": [1]}}', JSON, Reason.BAD_SHAPE),
+        # 20,000 records with a new key each: 20,000 columns of 20,000 cells if decoded
+        (json.dumps([{f"k{i}": i} for i in range(20_000)]).encode(), JSON, Reason.TOO_LARGE),
     ],
 )
 def test_bad_requests_give_a_reason(body, media_type, reason):
