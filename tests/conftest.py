@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Timing is for benchmarks: on a loaded 2-core machine a per-example deadline only adds flakes.
+settings.register_profile("boxkite", deadline=None)
+settings.load_profile("boxkite")
 
 ROOT = Path(__file__).resolve().parent.parent
 WINE = ROOT.parent / "shared" / "data" / "winequality-white.csv"
