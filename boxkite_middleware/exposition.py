@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from . import families, fileformat, storage
+from . import families, storage
 from .recorder import multiprocess, recorders
 
 LIVE_FAMILIES = (
@@ -69,15 +69,16 @@ class BaselineCollector:
         return _describe(BASELINE_FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
+        """One family per name over every baseline; the samples are built once per recorder."""
         out: dict[str, Metric] = {}
         for recorder in recorders():
-            if recorder.baseline is None:
-                continue
-            labels = {"model": recorder.model, "baseline": recorder.identity}
-            for metric in fileformat.metrics(recorder.baseline, labels):
-                merged = out.setdefault(metric.name, metric)
-                if merged is not metric:
-                    merged.samples.extend(metric.samples)
+            for metric in recorder.baseline_metrics:
+                merged = out.get(metric.name)
+                if merged is None:
+                    merged = out[metric.name] = Metric(
+                        metric.name, metric.documentation, metric.type
+                    )
+                merged.samples.extend(metric.samples)
         return iter(out.values())
 
 

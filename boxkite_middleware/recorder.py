@@ -9,6 +9,7 @@ as one increment per non-empty bucket or category.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from bisect import bisect_left
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import values as prometheus_values
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 from prometheus_client.utils import floatToGoString
 
-from . import families
+from . import families, fileformat
 from .baseline import Baseline, Column, Histogram
 from .binning import OTHER, as_float, canonical_category, one_float
 from .families import Family
@@ -293,6 +295,13 @@ class Recorder:
         if not used:
             return None
         return pairs, len(frame.names) - used
+
+    @functools.cached_property
+    def baseline_metrics(self) -> list[Metric]:
+        """The baseline's families with this recorder's labels: constant, so built once."""
+        if self.baseline is None:
+            return []
+        return fileformat.metrics(self.baseline, self._common)
 
     def touch(self) -> None:
         """Make every series exist in this process's mmap file, e.g. right after a fork.
