@@ -81,7 +81,10 @@ class Monitor:
             return None
         kind = media_type(content_type)
         if not (is_json(kind) or kind in CSV_TYPES):
-            self.recorder.skip(Reason.NOT_JSON)
+            # Any POST is a candidate only if it is JSON or CSV (forms, uploads are no
+            # predictions); on a declared prediction path anything else is worth counting.
+            if self.paths is not None:
+                self.recorder.skip(Reason.NOT_JSON)
             return None
         if content_length is not None and content_length > self.max_body_bytes:
             self.recorder.skip(Reason.TOO_LARGE)

@@ -344,3 +344,28 @@ def test_recorded_requests_say_why_their_predictions_were_not():
         "too_large": 1,
     }
     assert result.value("boxkite_feature_value_bucket", model=model, feature="x", le="+Inf") == 5
+
+
+def test_other_posts_count_only_on_declared_prediction_paths():
+    model = _model()
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    anywhere = BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model)
+    declared = BoxkiteMiddleware(
+        app, baseline=mixed_baseline(), model=model + "-p", paths=["/invocations"]
+    )
+    for wrapped in (anywhere, declared):
+        Client(wrapped).post(
+            "/invocations",
+            data=b"a=1",
+            buffered=True,
+            content_type="application/x-www-form-urlencoded",
+        )
+    result = scrape()
+    skipped = {"outcome": "skipped", "reason": "not_json"}
+    assert result.value("boxkite_requests_total", model=model, **skipped) == 0
+    assert result.value("boxkite_requests_total", model=model + "-p", **skipped) == 1
