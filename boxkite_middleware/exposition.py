@@ -21,7 +21,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from . import families, storage
-from .recorder import multiprocess, recorders
+from .recorder import recorders
+from .store import multiprocess, store
 
 LIVE_FAMILIES = (
     families.FEATURE_VALUE,
@@ -52,8 +53,9 @@ class LiveCollector:
 
     def collect(self) -> Iterator[Metric]:
         out: dict[str, Metric] = {}
+        counters, histograms = store().snapshot()
         for recorder in recorders():
-            for family, (name, labels, value) in recorder.live_samples():
+            for family, (name, labels, value) in recorder.live_samples(counters, histograms):
                 metric = out.get(family.name)
                 if metric is None:
                     metric = Metric(family.name, family.documentation, family.kind)
@@ -106,8 +108,7 @@ def render(
     accept: str | None = None, accept_encoding: str | None = None, names: list[str] | None = None
 ) -> tuple[bytes, list[tuple[str, str]]]:
     """The body and headers of a scrape, negotiated like prometheus_client's own handlers."""
-    for recorder in recorders():
-        recorder.touch()
+    store().ensure_files()
     encoder, content_type = choose_encoder(accept or "")
     if multiprocess():
         registry = CollectorRegistry()

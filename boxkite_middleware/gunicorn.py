@@ -64,10 +64,9 @@ directory = _prepare()
 
 def post_worker_init(worker: Any) -> None:
     """Every series exists in this worker's file from its first scrape (also after fork)."""
-    from .recorder import recorders
+    from .store import store
 
-    for recorder in recorders():
-        recorder.touch()
+    store().ensure_files()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from . import storage
 from .baseline import Baseline
 from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
-from .recorder import Recorder, multiprocess, recorder_for
+from .recorder import Recorder, recorder_for
+from .store import multiprocess
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""

@@ -1,10 +1,9 @@
-"""Count decoded requests into prometheus_client value objects, with the baseline's bins.
+"""Count decoded requests with the baseline's bins, into the process's `store.Store`.
 
-Series are prometheus_client ``ValueClass`` objects, created once per process: with
-``PROMETHEUS_MULTIPROC_DIR`` set they live in this worker's mmap file and
-``MultiProcessCollector`` aggregates every worker; without it `LiveCollector` exposes them.
-Every request is tallied first (numpy for batches, ``bisect`` for a few rows) and then applied
-as one increment per non-empty bucket or category.
+Every series is a slot of the store, created once per process and exposed by
+``MultiProcessCollector`` (mmap files) or `exposition.LiveCollector` (memory). A request is
+tallied first (numpy for batches, ``bisect`` for a few rows) into `Increments`, then applied
+at once: a request is counted whole or, if anything fails while tallying, not at all.
 """
 
 from __future__ import annotations
@@ -18,16 +17,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client import values as prometheus_values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 from prometheus_client.utils import floatToGoString
 
 from . import families, fileformat
 from .baseline import Baseline, Column, Histogram
-from .binning import OTHER, as_float, canonical_category, one_float
+from .binning import OTHER, as_float, bucket_indices, canonical_category, one_float
 from .families import Family
 from .payload import Frame, Reason
+from .store import COUNTER, HISTOGRAM, Increments, Series, Store, multiprocess, store
 
 SMALL_BATCH = 8
 """Up to this many rows, plain Python (``bisect``) beats numpy's per-call overhead."""
@@ -67,115 +66,111 @@ OUTCOMES = {
 }
 
 Sample = tuple[str, dict[str, str], float]
-
-Increments = list[tuple[Any, float]]
-"""(value object, amount) pairs: a request's whole effect, applied only once fully planned."""
+FamilySample = tuple[Family, Sample]
 
 
-class _Series:
-    """One value object and the sample it is exposed as (single-process mode)."""
-
-    __slots__ = ("family", "labels", "name", "value")
-
-    def __init__(self, family: Family, suffix: str, labels: dict[str, str]) -> None:
-        self.family = family
-        self.name = family.name + suffix
-        self.labels = labels
-        names = list(labels)
-        # Keyed exactly as prometheus_client keys its own metrics' values.
-        self.value = prometheus_values.ValueClass(
-            family.kind,
-            family.name,
-            self.name,
-            names,
-            [labels[name] for name in names],
-            family.documentation,
-        )
-
-    def sample(self) -> tuple[Family, Sample]:
-        return self.family, (self.name, self.labels, self.value.get())
+def _sample(series: Series, value: float) -> FamilySample:
+    return series.family, (series.name, series.labels, float(value))
 
 
 class NumericColumn:
     """Live histogram of one numeric feature or output, with the baseline's edges."""
 
     def __init__(
-        self, edges: Sequence[float], family: Family, missing: Family, labels: dict[str, str]
+        self,
+        edges: Sequence[float],
+        family: Family,
+        missing: Family,
+        labels: dict[str, str],
+        store: Store,
     ) -> None:
-        self.family = family
         self._edges = np.asarray(edges, dtype=np.float64)
         self._edge_list = [float(edge) for edge in edges]
-        self._buckets = [
-            _Series(family, "_bucket", {**labels, "le": floatToGoString(edge)})
+        self._labels = labels
+        series = [
+            Series(family, family.name + "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self._edge_list, math.inf)
         ]
-        self._bucket_values = [bucket.value for bucket in self._buckets]
-        self._sum = _Series(family, "_sum", labels) if self._edge_list[0] >= 0 else None
-        self.missing = _Series(missing, "_total", labels)
-        self._labels = labels
+        self._has_sum = self._edge_list[0] >= 0  # OpenMetrics: no _sum with negative buckets
+        if self._has_sum:
+            series.append(Series(family, family.name + "_sum", labels))
+        self._series = series
+        self._first = store.allocate(series)
+        self._sum_slot = self._first + len(self._edge_list) + 1
+        self.missing = Series(missing, missing.name + "_total", labels)
+        self.missing_slot = store.allocate([self.missing])
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
-        """Append this column's increments for ``values`` (one per non-empty bucket)."""
+        """Add this column's increments for ``values`` (bucket slots, missing count, sum)."""
         if len(values) <= SMALL_BATCH and not isinstance(values, np.ndarray):
             self._plan_few(values, increments)
             return
         numbers = as_float(values)
         nan = np.isnan(numbers)
-        present = numbers[~nan]
-        counts = np.bincount(np.searchsorted(self._edges, present, side="left"))
-        nonzero = np.flatnonzero(counts)
-        buckets = self._bucket_values
-        increments += [(buckets[i], n) for i, n in zip(nonzero.tolist(), counts[nonzero].tolist())]
-        missing = int(nan.sum())
+        present = numbers[~nan] if nan.any() else numbers
+        increments.units[HISTOGRAM].append(self._first + bucket_indices(present, self._edges))
+        missing = numbers.size - present.size
         if missing:
-            increments.append((self.missing.value, missing))
-        if self._sum is not None:
+            increments.add(COUNTER, self.missing_slot, missing)
+        if self._has_sum:
             with np.errstate(over="ignore", invalid="ignore"):
                 self._plan_sum(float(present[np.isfinite(present)].sum()), increments)
 
     def _plan_few(self, values: Sequence[Any], increments: Increments) -> None:
         """The same rule as `plan` with ``bisect``: numpy's call overhead dominates few rows."""
         total = 0.0
+        slots = increments.slots[HISTOGRAM]
+        amounts = increments.amounts[HISTOGRAM]
         for value in values:
             number = value if type(value) is float else one_float(value)
             if number != number:
-                increments.append((self.missing.value, 1))
+                increments.add(COUNTER, self.missing_slot, 1)
                 continue
-            increments.append((self._bucket_values[bisect_left(self._edge_list, number)], 1))
+            slots.append(self._first + bisect_left(self._edge_list, number))
+            amounts.append(1.0)
             if -math.inf < number < math.inf:
                 total += number
-        if self._sum is not None:
+        if self._has_sum:
             self._plan_sum(total, increments)
 
     def _plan_sum(self, total: float, increments: Increments) -> None:
         if total and math.isfinite(total):
-            increments.append((self._sum.value, total))
+            increments.add(HISTOGRAM, self._sum_slot, total)
 
-    def samples(self) -> Iterator[tuple[Family, Sample]]:
-        cumulative = 0.0
-        for bucket in self._buckets:
-            cumulative += bucket.value.get()
-            yield self.family, (bucket.name, bucket.labels, cumulative)
-        if self._sum is not None:  # OpenMetrics: no _sum with negative buckets, no _count alone
-            yield self.family, (self.family.name + "_count", self._labels, cumulative)
-            yield self._sum.sample()
-        yield self.missing.sample()
+    def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
+        family = self._series[0].family
+        buckets = len(self._edge_list) + 1
+        cumulative = np.cumsum(histograms[self._first : self._first + buckets]).tolist()
+        for series, value in zip(self._series, cumulative):
+            yield family, (series.name, series.labels, value)
+        if self._has_sum:  # OpenMetrics: no _count alone either
+            yield family, (family.name + "_count", self._labels, cumulative[-1])
+            yield family, (family.name + "_sum", self._labels, float(histograms[self._sum_slot]))
+        yield _sample(self.missing, counters[self.missing_slot])
 
 
 class CategoryColumn:
     """Live counts of one categorical feature or output; unknown values go to ``__other__``."""
 
     def __init__(
-        self, categories: Iterable[str], family: Family, missing: Family, labels: dict[str, str]
+        self,
+        categories: Iterable[str],
+        family: Family,
+        missing: Family,
+        labels: dict[str, str],
+        store: Store,
     ) -> None:
-        self.family = family
-        self._series = {
-            category: _Series(family, "_total", {**labels, "category": category})
+        self._series = [
+            Series(family, family.name + "_total", {**labels, "category": category})
             for category in (*categories, OTHER)
+        ]
+        first = store.allocate(self._series)
+        self._slots = {
+            series.labels["category"]: first + i for i, series in enumerate(self._series)
         }
-        self._values = {category: series.value for category, series in self._series.items()}
-        self._other = self._values[OTHER]
-        self.missing = _Series(missing, "_total", labels)
+        self._other = self._slots[OTHER]
+        self.missing = Series(missing, missing.name + "_total", labels)
+        self.missing_slot = store.allocate([self.missing])
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
         """Count equal values once (keyed by type too: ``1``, ``1.0`` and ``True`` differ),
@@ -187,19 +182,15 @@ class CategoryColumn:
             distinct = Counter(zip(map(type, values), values))
         except TypeError:  # unhashable values (lists, objects): they are missing anyway
             distinct = Counter((type(v), v if _hashable(v) else None) for v in values)
-        counts: dict[Any, int] = {}
         for (_, value), count in distinct.items():
             category = canonical_category(value)
-            target = (
-                self.missing.value if category is None else self._values.get(category, self._other)
-            )
-            counts[target] = counts.get(target, 0) + count
-        increments += counts.items()
+            slot = self.missing_slot if category is None else self._slots.get(category, self._other)
+            increments.add(COUNTER, slot, count)
 
-    def samples(self) -> Iterator[tuple[Family, Sample]]:
-        for series in self._series.values():
-            yield series.sample()
-        yield self.missing.sample()
+    def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
+        for series in self._series:
+            yield _sample(series, counters[self._slots[series.labels["category"]]])
+        yield _sample(self.missing, counters[self.missing_slot])
 
 
 LiveColumn = NumericColumn | CategoryColumn
@@ -208,10 +199,13 @@ LiveColumn = NumericColumn | CategoryColumn
 class Recorder:
     """All live series of one (model, baseline) pair in this process."""
 
-    def __init__(self, model: str, baseline: Baseline | None, feature_names: Sequence[str]):
+    def __init__(
+        self, model: str, baseline: Baseline | None, feature_names: Sequence[str], store: Store
+    ) -> None:
         self.model = model
         self.baseline = baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
+        self._store = store
         self._common = {"model": model, "baseline": self.identity}
         self.features: dict[str, LiveColumn] = {}
         self.outputs: dict[str, LiveColumn] = {}
@@ -223,30 +217,37 @@ class Recorder:
         for role, name, column in columns:
             target = self.features if role == "feature" else self.outputs
             target[name] = self._column(role, name, column)
-        self._requests = {
-            (outcome, reason): _Series(
+        self._outcomes = [
+            Series(
                 families.REQUESTS,
-                "_total",
+                families.REQUESTS.name + "_total",
                 {**self._common, "outcome": outcome, "reason": reason},
             )
             for outcome, reasons in OUTCOMES.items()
             for reason in reasons
+        ]
+        self._first_outcome = store.allocate(self._outcomes)
+        self._outcome_slots = {
+            (series.labels["outcome"], series.labels["reason"]): self._first_outcome + i
+            for i, series in enumerate(self._outcomes)
         }
-        self._extra = _Series(families.EXTRA_COLUMNS, "_total", self._common)
+        self._extra = Series(
+            families.EXTRA_COLUMNS, families.EXTRA_COLUMNS.name + "_total", self._common
+        )
+        self._extra_slot = store.allocate([self._extra])
 
     def _column(self, role: str, name: str, column: Column) -> LiveColumn:
         labels = {**self._common, families.COLUMN_LABEL[role]: name}
+        value, missing = families.VALUE_FAMILY[role], families.MISSING_FAMILY[role]
         if isinstance(column, Histogram):
-            return NumericColumn(
-                column.edges, families.VALUE_FAMILY[role], families.MISSING_FAMILY[role], labels
-            )
+            return NumericColumn(column.edges, value, missing, labels, self._store)
         categories = [category for category, _ in column.counts if category != OTHER]
         return CategoryColumn(
-            categories, families.CATEGORY_FAMILY[role], families.MISSING_FAMILY[role], labels
+            categories, families.CATEGORY_FAMILY[role], missing, labels, self._store
         )
 
     def skip(self, reason: str) -> None:
-        self._requests["skipped", reason].value.inc(1)
+        self._store.add(COUNTER, self._outcome_slots["skipped", reason], 1)
 
     def record(self, frame: Frame, predictions: Mapping[str, Sequence[Any]] | str) -> str:
         """Count one request (and its predictions, if decoded); return the outcome's reason.
@@ -260,10 +261,10 @@ class Recorder:
             self.skip(Reason.NO_FEATURES)
             return Reason.NO_FEATURES
         pairs, extra = matched
-        increments: Increments = []
+        increments = Increments()
         for column, values in pairs:
             if values is None:  # the request lacks this feature: every row is missing it
-                increments.append((column.missing.value, frame.rows))
+                increments.add(COUNTER, column.missing_slot, frame.rows)
             else:
                 column.plan(values, increments)
         if isinstance(predictions, str):
@@ -275,10 +276,9 @@ class Recorder:
                     column.plan(predictions[name], increments)
                     reason = Reason.OK
         if extra:
-            increments.append((self._extra.value, extra))
-        increments.append((self._requests["recorded", reason].value, 1))
-        for value, amount in increments:
-            value.inc(amount)
+            increments.add(COUNTER, self._extra_slot, extra)
+        increments.add(COUNTER, self._outcome_slots["recorded", reason], 1)
+        self._store.apply(increments)
         return reason
 
     def _match(self, frame: Frame) -> tuple[list, int] | None:
@@ -303,19 +303,13 @@ class Recorder:
             return []
         return fileformat.metrics(self.baseline, self._common)
 
-    def touch(self) -> None:
-        """Make every series exist in this process's mmap file, e.g. right after a fork.
-
-        Reading one value is enough: on a pid change prometheus_client re-creates every value
-        of the process in the new process's file."""
-        self._extra.value.get()
-
-    def live_samples(self) -> Iterator[tuple[Family, Sample]]:
-        """Every live sample with its family, for single-process exposition."""
+    def live_samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
+        """Every live sample with its family, from a `Store.snapshot` (single-process mode)."""
         for column in (*self.features.values(), *self.outputs.values()):
-            yield from column.samples()
-        for series in (*self._requests.values(), self._extra):
-            yield series.sample()
+            yield from column.samples(counters, histograms)
+        for i, series in enumerate(self._outcomes):
+            yield _sample(series, counters[self._first_outcome + i])
+        yield _sample(self._extra, counters[self._extra_slot])
 
 
 def _hashable(value: Any) -> bool:
@@ -341,7 +335,10 @@ def recorder_for(
     with _recorders_lock:
         existing = _recorders.get((model, identity))
         if existing is None:
-            existing = _recorders[model, identity] = Recorder(model, baseline, feature_names)
+            existing = _recorders[model, identity] = Recorder(
+                model, baseline, feature_names, store()
+            )
+            store().ensure_files()  # lay out every series now, not in the first request
             _register_collectors()
         elif baseline is None and list(existing.features) != list(feature_names):
             raise ValueError(
@@ -354,11 +351,6 @@ def recorder_for(
 def recorders() -> list[Recorder]:
     with _recorders_lock:
         return list(_recorders.values())
-
-
-def multiprocess() -> bool:
-    """Whether prometheus_client chose mmap files (``PROMETHEUS_MULTIPROC_DIR`` at its import)."""
-    return bool(getattr(prometheus_values.ValueClass, "_multiprocess", False))
 
 
 _registered = False

@@ -1,11 +1,11 @@
 """The multi-process directory: prepare it, wipe our own files, fold dead workers' files.
 
-prometheus_client gives every process its own ``{type}_{pid}.db`` file and sums them all on
-each scrape. With worker churn the files pile up and scrapes slow down, so when a worker dies
-its counter, histogram and summary files are added into one ``*_archive.db`` file per type and
-removed — under an exclusive lock that every scrape takes shared, so a scrape never sees a
-worker counted twice or not at all. Gauges are left to prometheus_client's own
-``mark_process_dead`` rules.
+prometheus_client gives every process its own ``{type}_{pid}.db`` file (and `store` its
+``{type}_boxkite_{pid}.db``) and sums them all on each scrape. With worker churn the files
+pile up and scrapes slow down, so when a worker dies its counter, histogram and summary files
+are added into one ``*_archive.db`` file per type and removed — under an exclusive lock that
+every scrape takes shared, so a scrape never sees a worker counted twice or not at all. Gauges
+are left to prometheus_client's own ``mark_process_dead`` rules.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ OWN_PATTERNS = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 ACCUMULATING = ("counter", "histogram", "summary")
 ARCHIVE = "archive"
+STORE_INFIX = "boxkite"
+"""`store.Store` names its files ``{type}_boxkite_{pid}.db``."""
 
 
 def check_directory(path: str) -> None:
@@ -62,11 +64,13 @@ def fold_dead_process(path: str, pid: int) -> int:
     folded = 0
     with locked(path, exclusive=True):
         for kind in ACCUMULATING:
-            dead = os.path.join(path, f"{kind}_{pid}.db")
-            if not os.path.exists(dead):
+            names = (f"{kind}_{pid}.db", f"{kind}_{STORE_INFIX}_{pid}.db")
+            dead = [os.path.join(path, name) for name in names]
+            dead = [file for file in dead if os.path.exists(file)]
+            if not dead:
                 continue
             archive_path = os.path.join(path, f"{kind}_{ARCHIVE}.db")
-            sources = [dead, *([archive_path] if os.path.exists(archive_path) else [])]
+            sources = [*dead, *([archive_path] if os.path.exists(archive_path) else [])]
             merged = MultiProcessCollector.merge(sources, accumulate=False)
             archive = MmapedDict(archive_path)
             try:
@@ -82,6 +86,7 @@ def fold_dead_process(path: str, pid: int) -> int:
                         archive.write_value(key, sample.value, 0.0)
             finally:
                 archive.close()
-            os.remove(dead)
-            folded += 1
+            for file in dead:
+                os.remove(file)
+                folded += 1
     return folded

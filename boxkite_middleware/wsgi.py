@@ -15,7 +15,7 @@ from werkzeug.wsgi import get_content_length
 
 from .exposition import metrics_wsgi_app
 from .monitor import SEVERAL_WORKERS, Exchange, Monitor, logger
-from .recorder import multiprocess
+from .store import multiprocess
 
 
 class WSGIMiddleware:

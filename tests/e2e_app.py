@@ -7,13 +7,18 @@ import os
 
 from fastapi import FastAPI, Request
 from flask import Flask, jsonify, request
+from prometheus_client import Counter
 
 from boxkite_middleware import BoxkiteMiddleware
 
 BASELINE = os.environ["BOXKITE_TEST_BASELINE"]
 
 
+ANSWERED = Counter("e2e_answered", "The app's own metric, next to boxkite's in /metrics.")
+
+
 def _answer(document: dict) -> dict:
+    ANSWERED.inc()
     return {"predictions": ["cat"] * len(document["data"]), "pid": os.getpid()}
 
 

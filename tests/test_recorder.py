@@ -18,6 +18,7 @@ from boxkite_middleware.binning import as_float
 from boxkite_middleware.exposition import render
 from boxkite_middleware.payload import Frame
 from boxkite_middleware.recorder import SMALL_BATCH, recorder_for
+from boxkite_middleware.store import COUNTER, HISTOGRAM, Increments
 
 from .helpers import Scrape, mixed_baseline, mixed_data, post, split_body
 
@@ -144,12 +145,16 @@ values_strategy = st.lists(
 )
 
 
-def _planned(column, values) -> dict[int, float]:
-    increments = []
+def _planned(column, values) -> dict[tuple[int, int], float]:
+    """A column's increments for ``values``, totalled per (block, slot)."""
+    increments = Increments()
     column.plan(values, increments)
-    totals: dict[int, float] = {}
-    for value, amount in increments:
-        totals[id(value)] = totals.get(id(value), 0) + amount
+    totals: dict[tuple[int, int], float] = {}
+    for block in (COUNTER, HISTOGRAM):
+        units = [slot for array in increments.units[block] for slot in array.tolist()]
+        pairs = [*zip(increments.slots[block], increments.amounts[block]), *((u, 1) for u in units)]
+        for slot, amount in pairs:
+            totals[block, slot] = totals.get((block, slot), 0) + amount
     return totals
 
 
@@ -161,7 +166,7 @@ def test_scalar_and_vector_paths_count_identically(values):
         column = recorder.features[name]
         few = _planned(column, values)  # bisect path (a list of at most SMALL_BATCH)
         many = _planned(column, np.asarray(values * 3, dtype=object))  # numpy path
-        sums = {id(column._sum.value)} if getattr(column, "_sum", None) else set()
+        sums = {(HISTOGRAM, column._sum_slot)} if getattr(column, "_has_sum", False) else set()
         assert {k: 3 * v for k, v in few.items() if k not in sums} == {
             k: v for k, v in many.items() if k not in sums
         }
