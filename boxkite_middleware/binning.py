@@ -199,7 +199,7 @@ def bucket_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def bucket_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bucket index of every value (NaN must be removed first)."""
-    return np.searchsorted(edges, values, side="left")
+    return edges.searchsorted(values, side="left")
 
 
 def sorted_bucket_counts(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:

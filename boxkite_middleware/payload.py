@@ -123,14 +123,14 @@ def _split(document: Any) -> Frame | str:
         return Reason.BAD_SHAPE
     if names is None:
         return _rows(data)
-    if not isinstance(names, list) or not all(isinstance(n, (str, int, float)) for n in names):
+    if not isinstance(names, list) or _kinds(names) - {str, int, float, bool}:
         return Reason.BAD_SHAPE
     if names and data and not isinstance(data[0], list):
         data = [[value] for value in data] if len(names) == 1 else data
     columns = _transpose(data, len(names))
     if columns is None:
         return Reason.BAD_SHAPE
-    return Frame(tuple(str(name) for name in names), columns, len(data))
+    return Frame(tuple(map(str, names)), columns, len(data))
 
 
 def _records(records: Any) -> Frame | str:

@@ -84,68 +84,35 @@ class NumericColumn:
         labels: dict[str, str],
         store: Store,
     ) -> None:
-        self._edges = np.asarray(edges, dtype=np.float64)
-        self._edge_list = [float(edge) for edge in edges]
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.edge_list = [float(edge) for edge in edges]
         self._labels = labels
         series = [
             Series(family, family.name + "_bucket", {**labels, "le": floatToGoString(edge)})
-            for edge in (*self._edge_list, math.inf)
+            for edge in (*self.edge_list, math.inf)
         ]
-        self._has_sum = self._edge_list[0] >= 0  # OpenMetrics: no _sum with negative buckets
-        if self._has_sum:
+        self.has_sum = self.edge_list[0] >= 0  # OpenMetrics: no _sum with negative buckets
+        if self.has_sum:
             series.append(Series(family, family.name + "_sum", labels))
         self._series = series
-        self._first = store.allocate(series)
-        self._sum_slot = self._first + len(self._edge_list) + 1
+        self.first = store.allocate(series)
+        self.sum_slot = self.first + len(self.edge_list) + 1
         self.missing = Series(missing, missing.name + "_total", labels)
         self.missing_slot = store.allocate([self.missing])
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
         """Add this column's increments for ``values`` (bucket slots, missing count, sum)."""
-        if len(values) <= SMALL_BATCH and not isinstance(values, np.ndarray):
-            self._plan_few(values, increments)
-            return
-        numbers = as_float(values)
-        nan = np.isnan(numbers)
-        present = numbers[~nan] if nan.any() else numbers
-        increments.units[HISTOGRAM].append(self._first + bucket_indices(present, self._edges))
-        missing = numbers.size - present.size
-        if missing:
-            increments.add(COUNTER, self.missing_slot, missing)
-        if self._has_sum:
-            with np.errstate(over="ignore", invalid="ignore"):
-                self._plan_sum(float(present[np.isfinite(present)].sum()), increments)
-
-    def _plan_few(self, values: Sequence[Any], increments: Increments) -> None:
-        """The same rule as `plan` with ``bisect``: numpy's call overhead dominates few rows."""
-        total = 0.0
-        slots = increments.slots[HISTOGRAM]
-        amounts = increments.amounts[HISTOGRAM]
-        for value in values:
-            number = value if type(value) is float else one_float(value)
-            if number != number:
-                increments.add(COUNTER, self.missing_slot, 1)
-                continue
-            slots.append(self._first + bisect_left(self._edge_list, number))
-            amounts.append(1.0)
-            if -math.inf < number < math.inf:
-                total += number
-        if self._has_sum:
-            self._plan_sum(total, increments)
-
-    def _plan_sum(self, total: float, increments: Increments) -> None:
-        if total and math.isfinite(total):
-            increments.add(HISTOGRAM, self._sum_slot, total)
+        plan_numeric([(self, values)], len(values), increments)
 
     def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
         family = self._series[0].family
-        buckets = len(self._edge_list) + 1
-        cumulative = np.cumsum(histograms[self._first : self._first + buckets]).tolist()
+        buckets = len(self.edge_list) + 1
+        cumulative = np.cumsum(histograms[self.first : self.first + buckets]).tolist()
         for series, value in zip(self._series, cumulative):
             yield family, (series.name, series.labels, value)
-        if self._has_sum:  # OpenMetrics: no _count alone either
+        if self.has_sum:  # OpenMetrics: no _count alone either
             yield family, (family.name + "_count", self._labels, cumulative[-1])
-            yield family, (family.name + "_sum", self._labels, float(histograms[self._sum_slot]))
+            yield family, (family.name + "_sum", self._labels, float(histograms[self.sum_slot]))
         yield _sample(self.missing, counters[self.missing_slot])
 
 
@@ -173,9 +140,13 @@ class CategoryColumn:
         self.missing_slot = store.allocate([self.missing])
 
     def plan(self, values: Sequence[Any], increments: Increments) -> None:
-        """Count equal values once (keyed by type too: ``1``, ``1.0`` and ``True`` differ),
-        then canonicalise each distinct value: a batch costs one pass in C, not one
-        ``canonical_category`` call per row."""
+        """A few values are canonicalised one by one. A batch first counts equal values (keyed
+        by type too: ``1``, ``1.0`` and ``True`` differ) in one pass in C, then canonicalises
+        each distinct value once, not once per row."""
+        if len(values) <= SMALL_BATCH:
+            for value in values:
+                increments.add(COUNTER, self._slot(canonical_category(value)), 1)
+            return
         if isinstance(values, np.ndarray):
             values = values.tolist()
         try:
@@ -183,9 +154,12 @@ class CategoryColumn:
         except TypeError:  # unhashable values (lists, objects): they are missing anyway
             distinct = Counter((type(v), v if _hashable(v) else None) for v in values)
         for (_, value), count in distinct.items():
-            category = canonical_category(value)
-            slot = self.missing_slot if category is None else self._slots.get(category, self._other)
-            increments.add(COUNTER, slot, count)
+            increments.add(COUNTER, self._slot(canonical_category(value)), count)
+
+    def _slot(self, category: str | None) -> int:
+        if category is None:
+            return self.missing_slot
+        return self._slots.get(category, self._other)
 
     def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
         for series in self._series:
@@ -194,6 +168,57 @@ class CategoryColumn:
 
 
 LiveColumn = NumericColumn | CategoryColumn
+
+
+def plan_numeric(
+    pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], rows: int, increments: Increments
+) -> None:
+    """Add the increments of a request's numeric columns, each holding ``rows`` values.
+
+    Up to `SMALL_BATCH` rows, one ``bisect`` per value: numpy's call overhead would dominate.
+    Beyond, the columns are tallied together, each step one numpy call over a columns × rows
+    matrix (``searchsorted`` excepted). Both paths count alike (a property test says so)."""
+    if rows <= SMALL_BATCH:
+        _plan_few(pairs, increments)
+        return
+    try:
+        numbers = np.array([values for _, values in pairs], dtype=np.float64)
+        if numbers.ndim != 2:
+            raise ValueError("not one number per cell")
+    except (TypeError, ValueError, OverflowError):  # a non-number somewhere: column by column
+        numbers = np.stack([as_float(values) for _, values in pairs])
+    nan = np.isnan(numbers)
+    bins = np.empty(numbers.shape, dtype=np.intp)
+    for row, (column, _) in enumerate(pairs):
+        bins[row] = bucket_indices(numbers[row], column.edges)
+    bins += np.array([column.first for column, _ in pairs])[:, np.newaxis]
+    increments.units[HISTOGRAM].append(bins[~nan])
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1)
+    for (column, _), missing, total in zip(pairs, nan.sum(axis=1).tolist(), sums.tolist()):
+        if missing:
+            increments.add(COUNTER, column.missing_slot, missing)
+        if column.has_sum and total and math.isfinite(total):
+            increments.add(HISTOGRAM, column.sum_slot, total)
+
+
+def _plan_few(pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], increments: Increments):
+    """`plan_numeric` for a few rows, value by value, with the same rules as `as_float`."""
+    slots, amounts = increments.slots[HISTOGRAM], increments.amounts[HISTOGRAM]
+    for column, values in pairs:
+        total = 0.0
+        for value in values:
+            number = value if type(value) is float else one_float(value)
+            if number != number:
+                increments.add(COUNTER, column.missing_slot, 1)
+                continue
+            slots.append(column.first + bisect_left(column.edge_list, number))
+            amounts.append(1.0)
+            if -math.inf < number < math.inf:
+                total += number
+        if column.has_sum and total and math.isfinite(total):
+            slots.append(column.sum_slot)
+            amounts.append(total)
 
 
 class Recorder:
@@ -226,9 +251,9 @@ class Recorder:
             for outcome, reasons in OUTCOMES.items()
             for reason in reasons
         ]
-        self._first_outcome = store.allocate(self._outcomes)
+        self.first_outcome = store.allocate(self._outcomes)
         self._outcome_slots = {
-            (series.labels["outcome"], series.labels["reason"]): self._first_outcome + i
+            (series.labels["outcome"], series.labels["reason"]): self.first_outcome + i
             for i, series in enumerate(self._outcomes)
         }
         self._extra = Series(
@@ -262,11 +287,16 @@ class Recorder:
             return Reason.NO_FEATURES
         pairs, extra = matched
         increments = Increments()
+        numeric = []
         for column, values in pairs:
             if values is None:  # the request lacks this feature: every row is missing it
                 increments.add(COUNTER, column.missing_slot, frame.rows)
+            elif isinstance(column, NumericColumn):
+                numeric.append((column, values))
             else:
                 column.plan(values, increments)
+        if numeric:
+            plan_numeric(numeric, frame.rows, increments)
         if isinstance(predictions, str):
             reason = predictions
         else:
@@ -287,9 +317,8 @@ class Recorder:
             if len(frame.columns) != len(self.features):
                 return None
             return list(zip(self.features.values(), frame.columns)), 0
-        by_name: dict[str, Sequence[Any]] = {}
-        for name, values in zip(frame.names, frame.columns):
-            by_name.setdefault(name, values)
+        # Reversed, so that the first of duplicate names wins.
+        by_name = dict(zip(reversed(frame.names), reversed(frame.columns)))
         pairs = [(column, by_name.get(name)) for name, column in self.features.items()]
         used = sum(values is not None for _, values in pairs)
         if not used:
@@ -308,7 +337,7 @@ class Recorder:
         for column in (*self.features.values(), *self.outputs.values()):
             yield from column.samples(counters, histograms)
         for i, series in enumerate(self._outcomes):
-            yield _sample(series, counters[self._first_outcome + i])
+            yield _sample(series, counters[self.first_outcome + i])
         yield _sample(self._extra, counters[self._extra_slot])
 
 

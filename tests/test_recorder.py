@@ -17,7 +17,7 @@ from boxkite_middleware import Baseline, BoxkiteMiddleware
 from boxkite_middleware.binning import as_float
 from boxkite_middleware.exposition import render
 from boxkite_middleware.payload import Frame
-from boxkite_middleware.recorder import SMALL_BATCH, recorder_for
+from boxkite_middleware.recorder import SMALL_BATCH, plan_numeric, recorder_for
 from boxkite_middleware.store import COUNTER, HISTOGRAM, Increments
 
 from .helpers import Scrape, mixed_baseline, mixed_data, post, split_body
@@ -133,22 +133,17 @@ def _split(values, index):
     return values if index is None else values[:index]
 
 
-values_strategy = st.lists(
-    st.one_of(
-        st.floats(width=64),
-        st.integers(-(10**20), 10**20),
-        st.none(),
-        st.sampled_from(["", "abc", "1.5", "-2", "nan", "inf", True, False]),
-    ),
-    min_size=1,
-    max_size=SMALL_BATCH,
+cells = st.one_of(
+    st.floats(width=64),
+    st.integers(-(10**20), 10**20),
+    st.none(),
+    st.sampled_from(["", "abc", "1.5", "-2", "nan", "inf", True, False]),
 )
+values_strategy = st.lists(cells, min_size=1, max_size=SMALL_BATCH)
 
 
-def _planned(column, values) -> dict[tuple[int, int], float]:
-    """A column's increments for ``values``, totalled per (block, slot)."""
-    increments = Increments()
-    column.plan(values, increments)
+def _totals(increments: Increments) -> dict[tuple[int, int], float]:
+    """Planned increments totalled per (block, slot)."""
     totals: dict[tuple[int, int], float] = {}
     for block in (COUNTER, HISTOGRAM):
         units = [slot for array in increments.units[block] for slot in array.tolist()]
@@ -158,21 +153,61 @@ def _planned(column, values) -> dict[tuple[int, int], float]:
     return totals
 
 
+def _planned(column, values) -> dict[tuple[int, int], float]:
+    increments = Increments()
+    column.plan(values, increments)
+    return _totals(increments)
+
+
+def _assert_same_counts(expected: dict, got: dict, sums: set, magnitude: float) -> None:
+    """Equal counts; sums equal up to rounding (they are added in another order)."""
+    assert {k: v for k, v in expected.items() if k not in sums} == {
+        k: v for k, v in got.items() if k not in sums
+    }
+    if math.isfinite(magnitude):
+        for key in sums & expected.keys():
+            assert expected[key] == pytest.approx(got.get(key, 0), abs=1e-12 * magnitude)
+
+
+def _magnitude(values) -> float:
+    with np.errstate(over="ignore"):
+        return float(sum(abs(v) for v in as_float(values) if math.isfinite(v)))
+
+
 @given(values_strategy)
 @settings(max_examples=300, deadline=None)
 def test_scalar_and_vector_paths_count_identically(values):
     recorder = recorder_for("paths", mixed_baseline())
     for name in ("x", "size", "colour", "grade"):
         column = recorder.features[name]
-        few = _planned(column, values)  # bisect path (a list of at most SMALL_BATCH)
-        many = _planned(column, np.asarray(values * 3, dtype=object))  # numpy path
-        sums = {(HISTOGRAM, column._sum_slot)} if getattr(column, "_has_sum", False) else set()
-        assert {k: 3 * v for k, v in few.items() if k not in sums} == {
-            k: v for k, v in many.items() if k not in sums
-        }
-        magnitude = sum(abs(v) for v in as_float(values) if math.isfinite(v))
-        for key in sums & few.keys() if math.isfinite(3 * magnitude) else ():
-            assert 3 * few[key] == pytest.approx(many.get(key, 0), abs=1e-12 * 3 * magnitude)
+        few = _planned(column, values)  # at most SMALL_BATCH: bisect path
+        times = SMALL_BATCH + 1
+        many = _planned(column, np.asarray(values * times, dtype=object))  # numpy path
+        sums = {(HISTOGRAM, column.sum_slot)} if getattr(column, "has_sum", False) else set()
+        repeated = {key: times * amount for key, amount in few.items()}
+        _assert_same_counts(repeated, many, sums, times * _magnitude(values))
+
+
+@given(
+    st.integers(SMALL_BATCH + 1, 3 * SMALL_BATCH).flatmap(
+        lambda rows: st.lists(st.lists(cells, min_size=rows, max_size=rows), min_size=2, max_size=2)
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_numeric_columns_tallied_together_count_as_each_alone(columns):
+    """The matrix path (all numeric columns of a batch at once, falling back column by column
+    when a cell is no number) counts like the bisect path on the same values."""
+    recorder = recorder_for("paths", mixed_baseline())
+    numeric = [recorder.features["x"], recorder.features["size"]]
+    together = Increments()
+    plan_numeric(list(zip(numeric, columns)), len(columns[0]), together)
+    alone = Increments()
+    for column, values in zip(numeric, columns):
+        for start in range(0, len(values), SMALL_BATCH):
+            column.plan(values[start : start + SMALL_BATCH], alone)  # lists: bisect path
+    sums = {(HISTOGRAM, column.sum_slot) for column in numeric if column.has_sum}
+    magnitude = max(_magnitude(values) for values in columns)
+    _assert_same_counts(_totals(alone), _totals(together), sums, magnitude)
 
 
 def test_middleware_built_twice_shares_series_and_others_coexist():
