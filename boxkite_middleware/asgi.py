@@ -7,12 +7,11 @@ Lifespan and websocket scopes pass through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from starlette.datastructures import Headers
-
 from .exposition import metrics_asgi_app
-from .monitor import Exchange, Monitor, logger
+from .monitor import Exchange, Monitor, header, logger
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -37,12 +36,12 @@ class ASGIMiddleware:
         if self.monitor.is_metrics(method, path):
             await metrics_asgi_app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        length = headers.get("content-length")
+        headers = scope.get("headers", ())
+        length = _header(headers, b"content-length")
         exchange = self.monitor.exchange(
             method,
             path,
-            headers.get("content-type"),
+            _header(headers, b"content-type"),
             int(length) if length and length.isdigit() else None,
         )
         if exchange is None:
@@ -72,9 +71,11 @@ def _copy_sent(exchange: Exchange, message: Message) -> bool:
     the server's to reject: it passes through uncopied and the exchange records no response."""
     try:
         if message["type"] == "http.response.start":
-            found = Headers(raw=message.get("headers", []))
+            headers = message.get("headers", ())
             exchange.response_started(
-                int(message["status"]), found.get("content-type"), found.get("content-encoding")
+                int(message["status"]),
+                _header(headers, b"content-type"),
+                _header(headers, b"content-encoding"),
             )
         elif message["type"] == "http.response.body":
             exchange.response_data(message.get("body", b""))
@@ -82,3 +83,8 @@ def _copy_sent(exchange: Exchange, message: Message) -> bool:
     except Exception:
         logger.debug("boxkite-middleware: an ASGI message it could not read passed through")
     return False
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    value = header(headers, name)
+    return None if value is None else value.decode("latin-1")

@@ -187,17 +187,23 @@ def plan_numeric(
             raise ValueError("not one number per cell")
     except (TypeError, ValueError, OverflowError):  # a non-number somewhere: column by column
         numbers = np.stack([as_float(values) for _, values in pairs])
-    nan = np.isnan(numbers)
     bins = np.empty(numbers.shape, dtype=np.intp)
     for row, (column, _) in enumerate(pairs):
         bins[row] = bucket_indices(numbers[row], column.edges)
     bins += np.array([column.first for column, _ in pairs])[:, np.newaxis]
-    increments.units[HISTOGRAM].append(bins[~nan])
     with np.errstate(over="ignore", invalid="ignore"):
-        sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1)
-    for (column, _), missing, total in zip(pairs, nan.sum(axis=1).tolist(), sums.tolist()):
-        if missing:
-            increments.add(COUNTER, column.missing_slot, missing)
+        sums = numbers.sum(axis=1)
+        if not np.isfinite(sums).all():  # NaN or ±inf somewhere: sum the finite values only
+            sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1)
+    nan = np.isnan(numbers)
+    if nan.any():
+        increments.units[HISTOGRAM].append(bins[~nan])
+        for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
+            if missing:
+                increments.add(COUNTER, column.missing_slot, missing)
+    else:
+        increments.units[HISTOGRAM].append(bins.ravel())
+    for (column, _), total in zip(pairs, sums.tolist()):
         if column.has_sum and total and math.isfinite(total):
             increments.add(HISTOGRAM, column.sum_slot, total)
 

@@ -23,6 +23,7 @@ from .helpers import (
     Scrape,
     curl_walkthrough,
     mixed_baseline,
+    split_body,
     wine_baseline,
 )
 from .servers import asgi_server, get
@@ -234,3 +235,36 @@ def test_expect_100_continue_and_chunked_under_uvicorn():
         assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
         scrape = Scrape(get(f"{url}/metrics")[2].decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2
+
+
+@pytest.mark.parametrize("name", [b"content-type", b"Content-Type"])
+def test_header_names_match_in_any_case(name):
+    """Servers lower-case request headers, but apps may send any spelling: both are found."""
+    import asyncio
+
+    async def app(scope, receive, send):
+        await receive()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(name, b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": b'["cat"]'})
+
+    async def receive():
+        return {"type": "http.request", "body": split_body({"x": [1.0]})}
+
+    async def send(message):
+        pass
+
+    model = "asgi-case-" + uuid.uuid4().hex[:6]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(name, b"application/json")],
+    }
+    asyncio.run(ASGIMiddleware(app, baseline=mixed_baseline(), model=model)(scope, receive, send))
+    from boxkite_middleware.exposition import render
+
+    scrape = Scrape(render()[0].decode())
+    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert scrape.value("boxkite_inference_category_total", model=model, category="cat") == 1

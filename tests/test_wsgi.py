@@ -19,6 +19,8 @@ from .helpers import (
     Scrape,
     curl_walkthrough,
     mixed_baseline,
+    post,
+    split_body,
     wine_baseline,
 )
 from .servers import get, wsgi_server
@@ -326,3 +328,21 @@ def test_an_app_that_raises_after_start_response_behaves_the_same():
         )
         == 1
     )
+
+
+@pytest.mark.parametrize("name", ["Content-Type", "content-type", "CONTENT-TYPE"])
+def test_response_header_names_match_in_any_case(name):
+    """HTTP header names are case-insensitive: any spelling of Content-Type is found."""
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("X-Other", "1"), (name, "application/json")])
+        return [b'["cat"]']
+
+    model = "case-" + uuid.uuid4().hex[:6]
+    post(BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model), split_body({"x": [1.0]}))
+    from boxkite_middleware.exposition import render
+
+    scrape = Scrape(render()[0].decode())
+    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert scrape.value("boxkite_inference_category_total", model=model, category="cat") == 1
