@@ -293,7 +293,7 @@ class Recorder:
             return Reason.NO_FEATURES
         pairs, extra = matched
         increments = Increments()
-        numeric = []
+        numeric = []  # numeric features and outputs with a value per row: tallied together
         for column, values in pairs:
             if values is None:  # the request lacks this feature: every row is missing it
                 increments.add(COUNTER, column.missing_slot, frame.rows)
@@ -301,16 +301,20 @@ class Recorder:
                 numeric.append((column, values))
             else:
                 column.plan(values, increments)
-        if numeric:
-            plan_numeric(numeric, frame.rows, increments)
         if isinstance(predictions, str):
             reason = predictions
         else:
             reason = Reason.NO_PREDICTIONS
             for name, column in self.outputs.items():
                 if name in predictions:
-                    column.plan(predictions[name], increments)
+                    values = predictions[name]
+                    if isinstance(column, NumericColumn) and len(values) == frame.rows:
+                        numeric.append((column, values))
+                    else:
+                        column.plan(values, increments)
                     reason = Reason.OK
+        if numeric:
+            plan_numeric(numeric, frame.rows, increments)
         if extra:
             increments.add(COUNTER, self._extra_slot, extra)
         increments.add(COUNTER, self._outcome_slots["recorded", reason], 1)
