@@ -11,6 +11,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +34,35 @@ SEVERAL_WORKERS = (
     "shows one worker's counts; under gunicorn use -c python:boxkite_middleware.gunicorn, "
     "under uvicorn --workers export PROMETHEUS_MULTIPROC_DIR first"
 )
+
+
+_warned = False
+
+
+def warn_several_workers() -> None:
+    """Say once per process that /metrics will show one worker's counts."""
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(SEVERAL_WORKERS)
+
+
+def gunicorn_workers() -> int | None:
+    """The ``workers`` setting of the gunicorn loading this app, or None if it is not gunicorn.
+
+    Without our configuration nothing of ours runs in gunicorn's master, but the app is built
+    while gunicorn's worker (or, with ``--preload``, its application object) is on the call
+    stack, and both carry the settings as ``self.cfg``."""
+    if "gunicorn" not in sys.modules:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("gunicorn."):
+            settings = getattr(frame.f_locals.get("self"), "cfg", None)
+            if hasattr(settings, "workers"):
+                return settings.workers
+        frame = frame.f_back
+    return None
 
 
 def header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> AnyStr | None:
@@ -76,8 +106,8 @@ class Monitor:
             raise ValueError("max_body_bytes must be positive")
         if multiprocess():
             storage.check_directory(os.environ[storage.ENVIRONMENT])
-        elif multiprocessing.parent_process() is not None:
-            logger.warning(SEVERAL_WORKERS)
+        elif multiprocessing.parent_process() is not None or (gunicorn_workers() or 1) > 1:
+            warn_several_workers()
         self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)

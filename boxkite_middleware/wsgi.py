@@ -13,7 +13,7 @@ from typing import Any
 from werkzeug.wsgi import get_content_length
 
 from .exposition import metrics_wsgi_app
-from .monitor import SEVERAL_WORKERS, Exchange, Monitor, header, logger
+from .monitor import Exchange, Monitor, header, logger, warn_several_workers
 from .store import multiprocess
 
 
@@ -76,7 +76,7 @@ class WSGIMiddleware:
         """Several worker processes without mmap storage: each /metrics shows one worker."""
         self._checked_workers = True
         if environ.get("wsgi.multiprocess") and not multiprocess():
-            logger.warning(SEVERAL_WORKERS)
+            warn_several_workers()
 
 
 class _TeeInput:

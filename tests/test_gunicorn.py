@@ -254,47 +254,74 @@ def test_an_unusable_directory_fails_at_start_up(tmp_path):
         )
 
 
-def test_several_workers_without_the_directory_warn(tmp_path):
-    """Plain gunicorn (no boxkite config) and uvicorn --workers: each worker says so."""
+@pytest.fixture
+def read_only_directory(tmp_path):
+    """A directory nobody may write to, root included: a read-only tmpfs mount (or, for a
+    user who may not mount, a directory without write permission)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        if os.geteuid() == 0:
+            pytest.skip("root may write anywhere, and this machine does not allow mounting")
+        path.chmod(0o555)
+    assert not os.access(path, os.W_OK)
+    yield path
+    if mounted.returncode == 0:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_an_unwritable_directory_fails_at_start_up(tmp_path, read_only_directory):
+    with pytest.raises(RuntimeError, match="not writable"):
+        Gunicorn(
+            tmp_path, "wsgi", environment={"PROMETHEUS_MULTIPROC_DIR": str(read_only_directory)}
+        )
+
+
+@pytest.mark.parametrize(
+    ("server", "options", "warns"),
+    [
+        ("gunicorn", ["--workers", "2"], True),
+        ("gunicorn", ["--workers", "2", "--preload"], True),
+        ("gunicorn", ["--workers", "2", "-k", "uvicorn_worker.UvicornWorker"], True),
+        ("gunicorn", ["--workers", "1"], False),
+        ("uvicorn", ["--workers", "2"], True),
+    ],
+)
+def test_several_workers_without_the_directory_warn_at_start_up(tmp_path, server, options, warns):
+    """Plain gunicorn (no boxkite config) or uvicorn --workers: the warning comes when the app
+    is loaded, before any prediction request (only /metrics is asked for here)."""
     baseline = tmp_path / "histogram.prom"
     mixed_baseline().save(baseline)
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["BOXKITE_TEST_BASELINE"] = str(baseline)
-    commands = {
-        "gunicorn": [sys.executable, "-m", "gunicorn", "--workers", "2", "tests.e2e_app:wsgi"],
-        "uvicorn": [sys.executable, "-m", "uvicorn", "--workers", "2", "tests.e2e_app:asgi"],
-    }
-    for name, command in commands.items():
-        port = free_port()
-        bind = (
-            ["--bind", f"127.0.0.1:{port}"]
-            if name == "gunicorn"
-            else ["--host", "127.0.0.1", "--port", str(port)]
-        )
-        process = subprocess.Popen(
-            [*command, *bind],
-            cwd=ROOT_DIR,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    request = urllib.request.Request(
-                        f"http://127.0.0.1:{port}/invocations",
-                        data=BODY,
-                        method="POST",
-                        headers={"Content-Type": "application/json"},
-                    )
-                    urllib.request.urlopen(request, timeout=5).read()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"{name} did not start"
-                    time.sleep(0.2)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            _, errors = process.communicate(timeout=30)
-        assert "PROMETHEUS_MULTIPROC_DIR was not set" in errors, (name, errors[-2000:])
+    port = free_port()
+    asgi = server == "uvicorn" or "uvicorn_worker.UvicornWorker" in options
+    app = "tests.e2e_app:asgi" if asgi else "tests.e2e_app:wsgi"
+    if server == "gunicorn":
+        command = ["gunicorn", *options, "--bind", f"127.0.0.1:{port}", app]
+    else:
+        command = ["uvicorn", *options, "--host", "127.0.0.1", "--port", str(port), app]
+    process = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=ROOT_DIR,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{server} did not start"
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    assert ("PROMETHEUS_MULTIPROC_DIR was not set" in errors) == warns, errors[-2000:]
