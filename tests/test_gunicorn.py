@@ -126,8 +126,19 @@ class Gunicorn:
         assert not leftover, f"stray worker processes {leftover}"
 
 
+def _requests_counted(server: Gunicorn) -> float:
+    return server.scrape().value("boxkite_requests_total", model="e2e", reason="ok")
+
+
 def assert_exact(server: Gunicorn, requests: int, scrapes: int = 8) -> None:
-    """Every scrape, whichever worker answers it, shows every request sent."""
+    """Every scrape, whichever worker answers it, shows every request sent.
+
+    A worker records after it has sent the response (WSGI ``close()``), so the last request
+    may still be being counted when its client scrapes: wait for it, never past it."""
+    deadline = time.monotonic() + 5
+    while (counted := _requests_counted(server)) < requests:
+        assert time.monotonic() < deadline, f"only {counted} of {requests} requests counted"
+        time.sleep(0.01)
     for _ in range(scrapes):
         scrape = server.scrape()
         assert scrape.value("boxkite_requests_total", model="e2e", reason="ok") == requests
