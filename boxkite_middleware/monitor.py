@@ -37,6 +37,27 @@ SEVERAL_WORKERS = (
 
 
 _warned = False
+_failed = False
+
+
+def log_failure(what: str) -> None:
+    """Log the current exception: the first in a process with its traceback, later ones at
+    debug level, so that a broken store (a vanished directory, a full disk) cannot flood the
+    app's logs at request rate."""
+    global _failed
+    if _failed:
+        logger.debug("boxkite-middleware %s", what, exc_info=True)
+    else:
+        _failed = True
+        logger.exception("boxkite-middleware %s (later failures are logged at debug level)", what)
+
+
+def count_skipped(recorder: Recorder, reason: str) -> None:
+    """Count a skipped request; if even that fails, log it: never raise into the app."""
+    try:
+        recorder.skip(reason)
+    except Exception:
+        log_failure("could not count a skipped request")
 
 
 def warn_several_workers() -> None:
@@ -127,10 +148,10 @@ class Monitor:
             # Any POST is a candidate only if it is JSON or CSV (forms, uploads are no
             # predictions); on a declared prediction path anything else is worth counting.
             if self.paths is not None:
-                self.recorder.skip(Reason.NOT_JSON)
+                count_skipped(self.recorder, Reason.NOT_JSON)
             return None
         if content_length is not None and content_length > self.max_body_bytes:
-            self.recorder.skip(Reason.TOO_LARGE)
+            count_skipped(self.recorder, Reason.TOO_LARGE)
             return None
         return Exchange(self.recorder, kind, self.max_body_bytes)
 
@@ -195,8 +216,8 @@ class Exchange:
         try:
             self._record()
         except Exception:
-            logger.exception("boxkite-middleware could not record a request")
-            self._recorder.skip(Reason.INTERNAL_ERROR)
+            log_failure("could not record a request")
+            count_skipped(self._recorder, Reason.INTERNAL_ERROR)
         finally:
             if collecting:
                 gc.enable()

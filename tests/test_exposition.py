@@ -147,3 +147,23 @@ def test_multiprocess_scrape_aggregates_workers_and_stays_valid(tmp_path):
     assert not any(
         name.startswith("boxkite_") and "baseline" in name for name in os.listdir(tmp_path)
     )
+
+
+def test_a_vanished_directory_never_reaches_the_app(tmp_path):
+    """A worker that cannot make its files (the directory was removed) still passes every
+    request through unchanged, and logs the failure once with its traceback."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.broken_store"],
+        cwd=ROOT_DIR,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    bare, wrapped = json.loads(result.stdout)
+    assert bare == wrapped and len(bare) == 4
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert "later failures are logged at debug level" in result.stderr
