@@ -193,16 +193,17 @@ def plan_numeric(
     bins += np.array([column.first for column, _ in pairs])[:, np.newaxis]
     with np.errstate(over="ignore", invalid="ignore"):
         sums = numbers.sum(axis=1)
-        if not np.isfinite(sums).all():  # NaN or ±inf somewhere: sum the finite values only
+        finite = bool(np.isfinite(sums).all())  # then no value is NaN or ±inf either
+        if not finite:  # sum the finite values only; NaN values are missing
             sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1)
-    nan = np.isnan(numbers)
-    if nan.any():
+    if finite:
+        increments.units[HISTOGRAM].append(bins.ravel())
+    else:
+        nan = np.isnan(numbers)
         increments.units[HISTOGRAM].append(bins[~nan])
         for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
             if missing:
                 increments.add(COUNTER, column.missing_slot, missing)
-    else:
-        increments.units[HISTOGRAM].append(bins.ravel())
     for (column, _), total in zip(pairs, sums.tolist()):
         if column.has_sum and total and math.isfinite(total):
             increments.add(HISTOGRAM, column.sum_slot, total)
