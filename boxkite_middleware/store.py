@@ -3,7 +3,8 @@
 A request touches one series per non-empty bucket: about 25 for one row, 300 for 100 rows.
 prometheus_client's value objects cost one locked Python call each (~0.7 µs in mmap mode), which
 was most of the middleware's cost. Here every series is a *slot* of an array, and a request's
-whole effect is added under one lock by one ``numpy.add.at`` per type.
+whole effect is added under one lock: a batch's bucket slots by one ``numpy.add.at``, the few
+other amounts through a memoryview.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set the arrays are views of mmap files in prometheus_client's
 own format, ``counter_boxkite_{pid}.db`` and ``histogram_boxkite_{pid}.db``: laid out by its
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client import values
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from . import storage
 from .families import Family
@@ -45,8 +48,6 @@ class Series:
 
     def mmap_key(self) -> str:
         """The key prometheus_client's own value object would use for this sample."""
-        from prometheus_client.mmap_dict import mmap_key
-
         names = list(self.labels)
         return mmap_key(
             self.family.name,
@@ -173,8 +174,6 @@ class Store:
 
     def _map_file(self, block: _Block) -> None:
         """Add the missing keys with prometheus_client's MmapedDict, then map the file."""
-        from prometheus_client.mmap_dict import MmapedDict
-
         path = os.path.join(self.directory, f"{block.kind}_{storage.STORE_INFIX}_{self._pid}.db")
         keys = [series.mmap_key() for series in block.series]
         layout = MmapedDict(path)
@@ -206,6 +205,4 @@ def store() -> Store:
 
 def multiprocess() -> bool:
     """Whether prometheus_client chose mmap files (``PROMETHEUS_MULTIPROC_DIR`` at its import)."""
-    from prometheus_client import values
-
     return bool(getattr(values.ValueClass, "_multiprocess", False))
