@@ -192,10 +192,10 @@ def plan_numeric(
         bins[row] = bucket_indices(numbers[row], column.edges)
     bins += np.array([column.first for column, _ in pairs])[:, np.newaxis]
     with np.errstate(over="ignore", invalid="ignore"):
-        sums = numbers.sum(axis=1)
-        finite = bool(np.isfinite(sums).all())  # then no value is NaN or ±inf either
+        sums = numbers.sum(axis=1).tolist()
+        finite = all(map(math.isfinite, sums))  # then no value is NaN or ±inf either
         if not finite:  # sum the finite values only; NaN values are missing
-            sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1)
+            sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1).tolist()
     if finite:
         increments.units[HISTOGRAM].append(bins.ravel())
     else:
@@ -204,7 +204,7 @@ def plan_numeric(
         for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
             if missing:
                 increments.add(COUNTER, column.missing_slot, missing)
-    for (column, _), total in zip(pairs, sums.tolist()):
+    for (column, _), total in zip(pairs, sums):
         if column.has_sum and total and math.isfinite(total):
             increments.add(HISTOGRAM, column.sum_slot, total)
 
