@@ -86,17 +86,16 @@ class NumericColumn:
     ) -> None:
         self.edges = np.asarray(edges, dtype=np.float64)
         self.edge_list = [float(edge) for edge in edges]
+        self._family = family
         self._labels = labels
-        series = [
+        self._buckets = [
             Series(family, family.name + "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self.edge_list, math.inf)
         ]
         self.has_sum = self.edge_list[0] >= 0  # OpenMetrics: no _sum with negative buckets
-        if self.has_sum:
-            series.append(Series(family, family.name + "_sum", labels))
-        self._series = series
-        self.first = store.allocate(series)
-        self.sum_slot = self.first + len(self.edge_list) + 1
+        total = [Series(family, family.name + "_sum", labels)] if self.has_sum else []
+        self.first = store.allocate(self._buckets + total)
+        self.sum_slot = self.first + len(self._buckets)  # used only if has_sum
         self.missing = Series(missing, missing.name + "_total", labels)
         self.missing_slot = store.allocate([self.missing])
 
@@ -105,10 +104,10 @@ class NumericColumn:
         plan_numeric([(self, values)], len(values), increments)
 
     def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
-        family = self._series[0].family
-        buckets = len(self.edge_list) + 1
-        cumulative = np.cumsum(histograms[self.first : self.first + buckets]).tolist()
-        for series, value in zip(self._series, cumulative):
+        family = self._family
+        counts = histograms[self.first : self.first + len(self._buckets)]
+        cumulative = np.cumsum(counts).tolist()
+        for series, value in zip(self._buckets, cumulative):
             yield family, (series.name, series.labels, value)
         if self.has_sum:  # OpenMetrics: no _count alone either
             yield family, (family.name + "_count", self._labels, cumulative[-1])
@@ -131,9 +130,9 @@ class CategoryColumn:
             Series(family, family.name + "_total", {**labels, "category": category})
             for category in (*categories, OTHER)
         ]
-        first = store.allocate(self._series)
+        self._first = store.allocate(self._series)
         self._slots = {
-            series.labels["category"]: first + i for i, series in enumerate(self._series)
+            series.labels["category"]: self._first + i for i, series in enumerate(self._series)
         }
         self._other = self._slots[OTHER]
         self.missing = Series(missing, missing.name + "_total", labels)
@@ -162,8 +161,8 @@ class CategoryColumn:
         return self._slots.get(category, self._other)
 
     def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
-        for series in self._series:
-            yield _sample(series, counters[self._slots[series.labels["category"]]])
+        for slot, series in enumerate(self._series, start=self._first):
+            yield _sample(series, counters[slot])
         yield _sample(self.missing, counters[self.missing_slot])
 
 
