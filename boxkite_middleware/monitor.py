@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 import os
-import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import AnyStr
 
-from . import storage
+from . import storage, workers
 from .baseline import Baseline
 from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
 from .recorder import Recorder, recorder_for
@@ -28,15 +26,6 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 logger = logging.getLogger("boxkite_middleware")
 
-SEVERAL_WORKERS = (
-    "boxkite-middleware: this looks like one of several worker processes, but "
-    "PROMETHEUS_MULTIPROC_DIR was not set before prometheus_client was imported, so /metrics "
-    "shows one worker's counts; under gunicorn use -c python:boxkite_middleware.gunicorn, "
-    "under uvicorn --workers export PROMETHEUS_MULTIPROC_DIR first"
-)
-
-
-_warned = False
 _failed = False
 
 
@@ -58,32 +47,6 @@ def count_skipped(recorder: Recorder, reason: str) -> None:
         recorder.skip(reason)
     except Exception:
         log_failure("could not count a skipped request")
-
-
-def warn_several_workers() -> None:
-    """Say once per process that /metrics will show one worker's counts."""
-    global _warned
-    if not _warned:
-        _warned = True
-        logger.warning(SEVERAL_WORKERS)
-
-
-def gunicorn_workers() -> int | None:
-    """The ``workers`` setting of the gunicorn loading this app, or None if it is not gunicorn.
-
-    Without our configuration nothing of ours runs in gunicorn's master, but the app is built
-    while gunicorn's worker (or, with ``--preload``, its application object) is on the call
-    stack, and both carry the settings as ``self.cfg``."""
-    if "gunicorn" not in sys.modules:
-        return None
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith("gunicorn."):
-            settings = getattr(frame.f_locals.get("self"), "cfg", None)
-            if hasattr(settings, "workers"):
-                return settings.workers
-        frame = frame.f_back
-    return None
 
 
 def header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> AnyStr | None:
@@ -127,8 +90,8 @@ class Monitor:
             raise ValueError("max_body_bytes must be positive")
         if multiprocess():
             storage.check_directory(os.environ[storage.ENVIRONMENT])
-        elif multiprocessing.parent_process() is not None or (gunicorn_workers() or 1) > 1:
-            warn_several_workers()
+        elif workers.several_at_start_up():
+            workers.warn_once()
         self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)

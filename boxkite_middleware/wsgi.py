@@ -12,8 +12,9 @@ from typing import Any
 
 from werkzeug.wsgi import get_content_length
 
+from . import workers
 from .exposition import metrics_wsgi_app
-from .monitor import Exchange, Monitor, header, logger, warn_several_workers
+from .monitor import Exchange, Monitor, header, logger
 from .store import multiprocess
 
 
@@ -76,7 +77,7 @@ class WSGIMiddleware:
         """Several worker processes without mmap storage: each /metrics shows one worker."""
         self._checked_workers = True
         if environ.get("wsgi.multiprocess") and not multiprocess():
-            warn_several_workers()
+            workers.warn_once()
 
 
 class _TeeInput:
