@@ -89,7 +89,6 @@ class _Block:
 
     def reset(self) -> None:
         self.place(np.zeros(0), np.zeros(0, dtype=np.intp))
-        self.mapping: mmap.mmap | None = None
         self.laid_out = 0
         """How many of ``series`` have a place in ``array``."""
 
@@ -186,8 +185,7 @@ class Store:
         with open(path, "r+b") as file:
             mapping = mmap.mmap(file.fileno(), 0)
         positions = np.array([offsets[key] // 8 for key in keys], dtype=np.intp)
-        block.place(np.frombuffer(mapping, dtype=np.float64), positions)
-        block.mapping = mapping
+        block.place(np.frombuffer(mapping, dtype=np.float64), positions)  # keeps it mapped
 
 
 _store: Store | None = None
