@@ -234,17 +234,28 @@ def main() -> None:
                 environment["PROMETHEUS_MULTIPROC_DIR"] = directory
             boxkite[mode] = _boxkite(arguments.boxkite_python, arguments.calls, environment)
         for case, figures in json.loads(output).items():
+            transport, size = case.split()
+            added = (
+                figures["with_p50"] - figures["bare_p50"],
+                figures["with_p99"] - figures["bare_p99"],
+            )
+            versus = (
+                [f"{ours / theirs:.2f}×" for ours, theirs in zip(added, boxkite[mode])]
+                if boxkite[mode] and size == "1"
+                else ["", ""]
+            )
             rows.append(
                 [
-                    case.split()[0],
-                    case.split()[1],
+                    transport,
+                    size,
                     mode,
                     f"{figures['bare_p50']:.1f}",
                     f"{figures['with_p50']:.1f}",
-                    f"{figures['with_p50'] - figures['bare_p50']:.1f}",
+                    f"{added[0]:.1f}",
                     f"{figures['bare_p99']:.1f}",
                     f"{figures['with_p99']:.1f}",
-                    f"{figures['with_p99'] - figures['bare_p99']:.1f}",
+                    f"{added[1]:.1f}",
+                    *versus,
                 ]
             )
     print(
@@ -259,6 +270,8 @@ def main() -> None:
                 "bare p99 µs",
                 "with p99 µs",
                 "added p99 µs",
+                "added/boxkite p50",
+                "added/boxkite p99",
             ],
             rows,
         )
