@@ -61,7 +61,11 @@ def header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> AnyStr | N
 
 
 def media_type(content_type: str | None) -> str:
-    """``application/json; format=pandas-split`` -> ``application/json``."""
+    """``application/json; format=pandas-split`` -> ``application/json``.
+
+    The media type is everything before the first ``;`` (RFC 9110, 8.3.1); its parameters are
+    not needed, so no parser is. This module serves both transports, so it could use neither
+    werkzeug's nor starlette's (each is only in its own extra)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
