@@ -9,6 +9,7 @@ they would be summed over every worker, dead ones too.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import os
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from . import families, storage
 from .recorder import recorders
-from .store import multiprocess, store
+from .store import COUNTER, HISTOGRAM, multiprocess, store
 
 LIVE_FAMILIES = (
     families.FEATURE_VALUE,
@@ -53,7 +54,8 @@ class LiveCollector:
 
     def collect(self) -> Iterator[Metric]:
         out: dict[str, Metric] = {}
-        counters, histograms = store().snapshot()
+        values = store().snapshot()
+        counters, histograms = values[COUNTER], values[HISTOGRAM]
         for recorder in recorders():
             for family, (name, labels, value) in recorder.live_samples(counters, histograms):
                 metric = out.get(family.name)
@@ -85,11 +87,24 @@ class BaselineCollector:
 
 
 class MultiProcessLiveCollector(MultiProcessCollector):
-    """prometheus_client's aggregation of every worker's file, minus the ``_count`` it adds to
-    histograms that have no ``_sum`` (negative buckets), which OpenMetrics forbids."""
+    """prometheus_client's aggregation of every worker's file, with two differences.
+
+    A file that a starting worker has created but not yet sized is empty, and reading it
+    would fail the whole scrape: it is left out (its values are all 0 anyway). And the
+    ``_count`` it adds to histograms that have no ``_sum`` (negative buckets) is dropped, as
+    OpenMetrics forbids it."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path)
+        self._directory = path
 
     def collect(self) -> Iterator[Metric]:
-        for metric in super().collect():
+        files = [
+            file
+            for file in glob.glob(os.path.join(glob.escape(self._directory), "*.db"))
+            if _size(file) > 0
+        ]
+        for metric in self.merge(files, accumulate=True):
             if metric.type == "histogram":
                 summed = {_key(s.labels) for s in metric.samples if s.name.endswith("_sum")}
                 metric.samples = [
@@ -98,6 +113,13 @@ class MultiProcessLiveCollector(MultiProcessCollector):
                     if not s.name.endswith("_count") or _key(s.labels) in summed
                 ]
             yield metric
+
+
+def _size(file: str) -> int:
+    try:
+        return os.path.getsize(file)
+    except FileNotFoundError:
+        return 0
 
 
 def _key(labels: dict[str, str]) -> tuple:
@@ -112,7 +134,7 @@ def render(
     encoder, content_type = choose_encoder(accept or "")
     if multiprocess():
         registry = CollectorRegistry()
-        MultiProcessLiveCollector(registry)
+        MultiProcessLiveCollector(registry, os.environ[storage.ENVIRONMENT])
         registry.register(BaselineCollector())
         with storage.locked(os.environ[storage.ENVIRONMENT], exclusive=False):
             body = encoder(registry.restricted_registry(names) if names else registry)

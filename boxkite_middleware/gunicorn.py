@@ -71,10 +71,7 @@ def post_worker_init(worker: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """A worker ended (even by SIGKILL): prometheus_client's bookkeeping, then fold its files."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid, directory)
-    storage.fold_dead_process(directory, worker.pid)
+    storage.retire_process(directory, worker.pid)
 
 
 def pre_exec(server: Any) -> None:

@@ -56,13 +56,16 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def fold_dead_process(path: str, pid: int) -> int:
-    """Add a dead process's accumulating files into the archives; return files folded."""
+def retire_process(path: str, pid: int) -> int:
+    """A process has ended: prometheus_client's ``mark_process_dead`` (it removes the process's
+    live-gauge files), then fold its accumulating files into the archives; return the files
+    folded. Both under the exclusive lock, so no scrape reads a file as it goes away."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
     folded = 0
     with locked(path, exclusive=True):
+        mark_process_dead(pid, path)
         for kind in ACCUMULATING:
             names = (f"{kind}_{pid}.db", f"{kind}_{STORE_INFIX}_{pid}.db")
             dead = [os.path.join(path, name) for name in names]

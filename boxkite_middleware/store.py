@@ -29,9 +29,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from . import storage
 from .families import Family
 
-KINDS = ("counter", "histogram")
-COUNTER, HISTOGRAM = range(2)
-"""Indices of the two blocks (arrays) in `Increments` and `Store`."""
+KINDS = ("histogram", "counter")
+HISTOGRAM, COUNTER = range(2)
+"""Indices of the two blocks (arrays) in `Increments` and `Store`, in the order they are
+applied (see `Store.apply`)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,12 @@ class Store:
 
     def apply(self, increments: Increments) -> None:
         """Add a request's increments under one lock: a batch's units with one ``add.at``,
-        the few other amounts one by one."""
+        the few other amounts one by one.
+
+        Histograms first, then counters in the order they were planned: the recorder plans
+        the request's outcome last, so once a scrape shows a request as counted, any scrape
+        that starts later shows all of it. (One scrape reads the files one after the other,
+        so it may see a request being counted in one file and not yet in the other.)"""
         with self._lock:
             self._update()
             for block, units, slots, amounts in zip(

@@ -46,6 +46,9 @@ def main() -> None:
         children.append(pid)
     for pid in children:
         os.waitpid(pid, 0)
+    # A worker that is starting has created its files but not sized them yet.
+    for kind in ("counter", "histogram"):
+        open(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], f"{kind}_99999.db"), "w").close()
     client = Client(wrapped)
     text = client.get("/metrics").get_data(as_text=True)
     openmetrics = client.get(

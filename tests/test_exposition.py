@@ -121,7 +121,7 @@ def test_multiprocess_scrape_aggregates_workers_and_stays_valid(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    scrapes = json.loads(result.stdout)
+    scrapes = json.loads(result.stdout)  # with a just-created, still empty worker file present
     _promtool(scrapes["text"])
     families = _strict(scrapes["openmetrics"])
     scrape = Scrape(scrapes["text"])

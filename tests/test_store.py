@@ -61,7 +61,7 @@ def _scraped(directory) -> dict[tuple, float]:
 def test_both_stores_count_what_was_applied(tmp_path_factory, requests):
     directory = tmp_path_factory.mktemp("store")
     stores = _stores(directory)
-    expected = [np.zeros(len(COUNTERS)), np.zeros(len(BUCKETS))]
+    expected = {COUNTER: np.zeros(len(COUNTERS)), HISTOGRAM: np.zeros(len(BUCKETS))}
     for units, others in requests:
         increments = Increments()
         if units:
@@ -73,7 +73,7 @@ def test_both_stores_count_what_was_applied(tmp_path_factory, requests):
         for store in stores:
             store.apply(increments)
     for store in stores:
-        counters, histograms = store.snapshot()
+        counters, histograms = store.snapshot()[COUNTER], store.snapshot()[HISTOGRAM]
         assert counters.tolist() == expected[COUNTER].tolist()
         assert histograms.tolist() == expected[HISTOGRAM].tolist()
     scraped = _scraped(directory)
@@ -91,7 +91,7 @@ def test_a_forked_child_writes_its_own_file(tmp_path):
     if child == 0:  # the child's counts start at 0 in its own file; the parent's stay put
         try:
             store.add(COUNTER, 0, 10)
-            counters, _ = store.snapshot()
+            counters = store.snapshot()[COUNTER]
             os._exit(0 if counters[0] == 10 else 1)
         except BaseException:
             os._exit(2)
@@ -113,7 +113,7 @@ def test_series_added_later_keep_earlier_counts(tmp_path):
     ]
     first = store.allocate(more)
     store.add(COUNTER, first + 1999, 2)
-    counters, _ = store.snapshot()
+    counters = store.snapshot()[COUNTER]
     assert counters[3] == 7 and counters[first + 1999] == 2
     assert (tmp_path / f"counter_boxkite_{os.getpid()}.db").stat().st_size > 65536
     assert _scraped(tmp_path)["boxkite_requests_total", "3"] == 7
