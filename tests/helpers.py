@@ -105,6 +105,13 @@ class Scrape:
         return sum(s.value for s in self.find(name, **labels))
 
 
+def scrape() -> Scrape:
+    """This process's own ``/metrics``, rendered in-process."""
+    from boxkite_middleware.exposition import render
+
+    return Scrape(render()[0].decode())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from .helpers import (
     Scrape,
     curl_walkthrough,
     mixed_baseline,
+    scrape,
     split_body,
     wine_baseline,
 )
@@ -215,11 +216,9 @@ def test_an_app_that_raises_after_the_response_started():
     model = "asgi-raises-" + uuid.uuid4().hex[:6]
     wrapped = ASGIMiddleware(app, baseline=mixed_baseline(), model=model)
     assert asyncio.run(run(app)) == asyncio.run(run(wrapped))
-    from boxkite_middleware.exposition import render
-
-    scrape = Scrape(render()[0].decode())
+    result = scrape()
     assert (
-        scrape.value(
+        result.value(
             "boxkite_requests_total", model=model, outcome="recorded", reason="undecodable"
         )
         == 1
@@ -263,8 +262,6 @@ def test_header_names_match_in_any_case(name):
         "headers": [(name, b"application/json")],
     }
     asyncio.run(ASGIMiddleware(app, baseline=mixed_baseline(), model=model)(scope, receive, send))
-    from boxkite_middleware.exposition import render
-
-    scrape = Scrape(render()[0].decode())
-    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
-    assert scrape.value("boxkite_inference_category_total", model=model, category="cat") == 1
+    result = scrape()
+    assert result.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert result.value("boxkite_inference_category_total", model=model, category="cat") == 1

@@ -15,12 +15,11 @@ from werkzeug.test import Client
 
 from boxkite_middleware import Baseline, BoxkiteMiddleware
 from boxkite_middleware.binning import as_float
-from boxkite_middleware.exposition import render
 from boxkite_middleware.payload import Frame
 from boxkite_middleware.recorder import SMALL_BATCH, plan_numeric, recorder_for
 from boxkite_middleware.store import COUNTER, HISTOGRAM, Increments
 
-from .helpers import Scrape, mixed_baseline, mixed_data, post, split_body
+from .helpers import Scrape, mixed_baseline, mixed_data, post, scrape, split_body
 
 
 def _model() -> str:
@@ -42,11 +41,6 @@ def predicting_app(predictions):
         return [payload]
 
     return app
-
-
-def scrape() -> Scrape:
-    body, _ = render()
-    return Scrape(body.decode())
 
 
 def _families_equal(result: Scrape, model: str, live: str, baseline: str, **labels):

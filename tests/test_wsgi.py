@@ -20,6 +20,7 @@ from .helpers import (
     curl_walkthrough,
     mixed_baseline,
     post,
+    scrape,
     split_body,
     wine_baseline,
 )
@@ -256,10 +257,8 @@ def test_close_exc_info_write_and_file_wrapper_pass_through():
     )
     assert list(out) == [b'["dog"]}'] and written == [b'{"predictions": ']
     out.close()
-    from boxkite_middleware.exposition import render
-
-    scrape = Scrape(render()[0].decode())
-    assert scrape.value("boxkite_inference_category_total", model=model, category="dog") == 1
+    result = scrape()
+    assert result.value("boxkite_inference_category_total", model=model, category="dog") == 1
 
 
 def test_requests_that_carry_no_prediction_get_the_apps_own_iterable():
@@ -318,12 +317,10 @@ def test_an_app_that_raises_after_start_response_behaves_the_same():
         outcomes.append(received)
     assert outcomes[0] == outcomes[1] == [b'{"predictions": [']
     assert closed == [True, True]
-    from boxkite_middleware.exposition import render
-
-    scrape = Scrape(render()[0].decode())
+    result = scrape()
     # The features were read and the status was 200: recorded, predictions unreadable.
     assert (
-        scrape.value(
+        result.value(
             "boxkite_requests_total", model=model, outcome="recorded", reason="undecodable"
         )
         == 1
@@ -341,8 +338,6 @@ def test_response_header_names_match_in_any_case(name):
 
     model = "case-" + uuid.uuid4().hex[:6]
     post(BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model), split_body({"x": [1.0]}))
-    from boxkite_middleware.exposition import render
-
-    scrape = Scrape(render()[0].decode())
-    assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
-    assert scrape.value("boxkite_inference_category_total", model=model, category="cat") == 1
+    result = scrape()
+    assert result.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert result.value("boxkite_inference_category_total", model=model, category="cat") == 1
