@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import families, fileformat
 from .baseline import Baseline, Column, Histogram
-from .binning import OTHER, as_float, bucket_indices, canonical_category, one_float
+from .binning import OTHER, BucketTable, canonical_category, float_matrix, one_float
 from .families import Family
 from .payload import Frame, Reason
 from .store import COUNTER, HISTOGRAM, Increments, Series, Store, multiprocess, store
@@ -83,9 +83,11 @@ class NumericColumn:
         missing: Family,
         labels: dict[str, str],
         store: Store,
+        position: int,
     ) -> None:
-        self.edges = np.asarray(edges, dtype=np.float64)
         self.edge_list = [float(edge) for edge in edges]
+        self.position = position
+        """Its column in the recorder's `NumericColumns` table."""
         self._family = family
         self._labels = labels
         self._buckets = [
@@ -98,10 +100,6 @@ class NumericColumn:
         self.sum_slot = self.first + len(self._buckets)  # used only if has_sum
         self.missing = Series(missing, missing.name + "_total", labels)
         self.missing_slot = store.allocate([self.missing])
-
-    def plan(self, values: Sequence[Any], increments: Increments) -> None:
-        """Add this column's increments for ``values`` (bucket slots, missing count, sum)."""
-        plan_numeric([(self, values)], len(values), increments)
 
     def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
         family = self._family
@@ -169,47 +167,53 @@ class CategoryColumn:
 LiveColumn = NumericColumn | CategoryColumn
 
 
-def plan_numeric(
-    pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], rows: int, increments: Increments
-) -> None:
-    """Add the increments of a request's numeric columns, each holding ``rows`` values.
+class NumericColumns:
+    """A recorder's numeric columns, tallied together: a request's values are binned as one
+    columns × rows matrix through one `BucketTable`."""
 
-    Up to `SMALL_BATCH` rows, one ``bisect`` per value: numpy's call overhead would dominate.
-    Beyond, the columns are tallied together, each step one numpy call over a columns × rows
-    matrix (``searchsorted`` excepted). Both paths count alike (a property test says so)."""
-    if rows <= SMALL_BATCH:
-        _plan_few(pairs, increments)
-        return
-    try:
-        numbers = np.array([values for _, values in pairs], dtype=np.float64)
-        if numbers.ndim != 2:
-            raise ValueError("not one number per cell")
-    except (TypeError, ValueError, OverflowError):  # a non-number somewhere: column by column
-        numbers = np.stack([as_float(values) for _, values in pairs])
-    bins = np.empty(numbers.shape, dtype=np.intp)
-    for row, (column, _) in enumerate(pairs):
-        bins[row] = bucket_indices(numbers[row], column.edges)
-    bins += np.array([column.first for column, _ in pairs])[:, np.newaxis]
-    with np.errstate(over="ignore", invalid="ignore"):
-        sums = numbers.sum(axis=1).tolist()
-        finite = all(map(math.isfinite, sums))  # then no value is NaN or ±inf either
-        if not finite:  # sum the finite values only; NaN values are missing
-            sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1).tolist()
-    if finite:
-        increments.units[HISTOGRAM].append(bins.ravel())
-    else:
-        nan = np.isnan(numbers)
-        increments.units[HISTOGRAM].append(bins[~nan])
-        for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
-            if missing:
-                increments.add(COUNTER, column.missing_slot, missing)
-    for (column, _), total in zip(pairs, sums):
-        if column.has_sum and total and math.isfinite(total):
-            increments.add(HISTOGRAM, column.sum_slot, total)
+    def __init__(self, columns: Sequence[NumericColumn]) -> None:
+        self._table = BucketTable(
+            [column.edge_list for column in columns], [column.first for column in columns]
+        )
+        self._every = [column.position for column in columns]
+
+    def plan(
+        self,
+        pairs: Sequence[tuple[NumericColumn, Sequence[Any]]],
+        rows: int,
+        increments: Increments,
+    ) -> None:
+        """Add the increments of a request's numeric columns, each holding ``rows`` values.
+
+        Up to `SMALL_BATCH` rows, one ``bisect`` per value: numpy's call overhead would
+        dominate. Beyond, each step is one numpy call over the columns × rows matrix. Both
+        paths count alike (a property test says so)."""
+        if rows <= SMALL_BATCH:
+            _plan_few(pairs, increments)
+            return
+        numbers = float_matrix([values for _, values in pairs], rows)
+        positions = [column.position for column, _ in pairs]
+        bins = self._table.lookup(numbers, None if positions == self._every else positions)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = numbers.sum(axis=1).tolist()
+            finite = all(map(math.isfinite, sums))  # then no value is NaN or ±inf either
+            if not finite:  # sum the finite values only; NaN values are missing
+                sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1).tolist()
+        if finite:
+            increments.units[HISTOGRAM].append(bins.ravel())
+        else:
+            nan = np.isnan(numbers)
+            increments.units[HISTOGRAM].append(bins[~nan])
+            for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
+                if missing:
+                    increments.add(COUNTER, column.missing_slot, missing)
+        for (column, _), total in zip(pairs, sums):
+            if column.has_sum and total and math.isfinite(total):
+                increments.add(HISTOGRAM, column.sum_slot, total)
 
 
 def _plan_few(pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], increments: Increments):
-    """`plan_numeric` for a few rows, value by value, with the same rules as `as_float`."""
+    """`NumericColumns.plan` for a few rows, value by value, by the rules of `as_float`."""
     slots, amounts = increments.slots[HISTOGRAM], increments.amounts[HISTOGRAM]
     for column, values in pairs:
         total = 0.0
@@ -245,9 +249,13 @@ class Recorder:
             if baseline
             else (("feature", name, _UNBINNED) for name in feature_names)
         )
+        numeric: list[NumericColumn] = []
         for role, name, column in columns:
             target = self.features if role == "feature" else self.outputs
-            target[name] = self._column(role, name, column)
+            target[name] = self._column(role, name, column, position=len(numeric))
+            if isinstance(target[name], NumericColumn):
+                numeric.append(target[name])
+        self.numeric = NumericColumns(numeric)
         self._outcomes = [
             Series(
                 families.REQUESTS,
@@ -267,11 +275,11 @@ class Recorder:
         )
         self._extra_slot = store.allocate([self._extra])
 
-    def _column(self, role: str, name: str, column: Column) -> LiveColumn:
+    def _column(self, role: str, name: str, column: Column, position: int) -> LiveColumn:
         labels = {**self._common, families.COLUMN_LABEL[role]: name}
         value, missing = families.VALUE_FAMILY[role], families.MISSING_FAMILY[role]
         if isinstance(column, Histogram):
-            return NumericColumn(column.edges, value, missing, labels, self._store)
+            return NumericColumn(column.edges, value, missing, labels, self._store, position)
         categories = [category for category, _ in column.counts if category != OTHER]
         return CategoryColumn(
             categories, families.CATEGORY_FAMILY[role], missing, labels, self._store
@@ -311,15 +319,22 @@ class Recorder:
                     if isinstance(column, NumericColumn) and len(values) == frame.rows:
                         numeric.append((column, values))
                     else:
-                        column.plan(values, increments)
+                        self.plan(column, values, increments)
                     reason = Reason.OK
         if numeric:
-            plan_numeric(numeric, frame.rows, increments)
+            self.numeric.plan(numeric, frame.rows, increments)
         if extra:
             increments.add(COUNTER, self._extra_slot, extra)
         increments.add(COUNTER, self._outcome_slots["recorded", reason], 1)
         self._store.apply(increments)
         return reason
+
+    def plan(self, column: LiveColumn, values: Sequence[Any], increments: Increments) -> None:
+        """Add the increments of one column's ``values``, on their own."""
+        if isinstance(column, NumericColumn):
+            self.numeric.plan([(column, values)], len(values), increments)
+        else:
+            column.plan(values, increments)
 
     def _match(self, frame: Frame) -> tuple[list, int] | None:
         """Baseline features paired with request columns: by name, or by position if unnamed."""

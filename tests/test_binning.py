@@ -195,3 +195,51 @@ def test_batch_and_single_value_conversion_agree(values):
     batch = binning.as_float(values)
     single = np.array([binning.one_float(value) for value in values])
     np.testing.assert_array_equal(batch, single)
+
+    float_matrix = binning.float_matrix([values, values[::-1]], len(values))
+    np.testing.assert_array_equal(float_matrix, np.stack([batch, batch[::-1]]))
+
+
+any_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+edge_lists = st.one_of(
+    st.lists(any_finite, min_size=1, max_size=40),  # any magnitudes, far apart or not
+    st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=200),  # many, crowded
+    st.lists(st.floats(1e-9, 2e-9), min_size=1, max_size=20).map(lambda e: [*e, 1e9]),
+).map(lambda edges: np.unique(np.array(edges, dtype=np.float64)))
+
+
+@st.composite
+def tables(draw):
+    """Columns of edges and, per column, values on, beside and between its edges."""
+    edges = draw(st.lists(edge_lists, min_size=1, max_size=4))
+    rows = draw(st.integers(1, 30))
+    matrix = np.empty((len(edges), rows))
+    for j, column in enumerate(edges):
+        with np.errstate(over="ignore"):
+            beside = [np.nextafter(column, math.inf), np.nextafter(column, -math.inf)]
+        near = np.concatenate([column, *beside])
+        special = st.sampled_from([math.inf, -math.inf, 0.0, -0.0, 5e-324, 1.7e308, -1.7e308])
+        values = st.one_of(st.sampled_from(near.tolist()), special, any_finite)
+        matrix[j] = draw(st.lists(values, min_size=rows, max_size=rows))
+    return edges, matrix
+
+
+@given(tables(), st.data())
+@settings(max_examples=400, deadline=None)
+def test_bucket_table_finds_the_buckets_binary_search_finds(table, data):
+    edges, matrix = table
+    offsets = [1000 * j for j in range(len(edges))]
+    expected = np.stack(
+        [
+            binning.bucket_indices(row, column) + offset
+            for row, column, offset in zip(matrix, edges, offsets)
+        ]
+    )
+    lookup = binning.BucketTable(edges, offsets)
+    np.testing.assert_array_equal(lookup.lookup(matrix), expected)
+    some = data.draw(
+        st.permutations(range(len(edges))).flatmap(
+            lambda order: st.integers(1, len(order)).map(lambda n: list(order[:n]))
+        )
+    )
+    np.testing.assert_array_equal(lookup.lookup(matrix[some], some), expected[some])

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 from boxkite_middleware import Baseline, BoxkiteMiddleware
 from boxkite_middleware.binning import as_float
 from boxkite_middleware.payload import Frame
-from boxkite_middleware.recorder import SMALL_BATCH, plan_numeric, recorder_for
+from boxkite_middleware.recorder import SMALL_BATCH, recorder_for
 from boxkite_middleware.store import COUNTER, HISTOGRAM, Increments
 
 from .helpers import Scrape, mixed_baseline, mixed_data, post, scrape, split_body
@@ -147,9 +147,9 @@ def _totals(increments: Increments) -> dict[tuple[int, int], float]:
     return totals
 
 
-def _planned(column, values) -> dict[tuple[int, int], float]:
+def _planned(recorder, column, values) -> dict[tuple[int, int], float]:
     increments = Increments()
-    column.plan(values, increments)
+    recorder.plan(column, values, increments)
     return _totals(increments)
 
 
@@ -174,9 +174,9 @@ def test_scalar_and_vector_paths_count_identically(values):
     recorder = recorder_for("paths", mixed_baseline())
     for name in ("x", "size", "colour", "grade"):
         column = recorder.features[name]
-        few = _planned(column, values)  # at most SMALL_BATCH: bisect path
+        few = _planned(recorder, column, values)  # at most SMALL_BATCH: bisect path
         times = SMALL_BATCH + 1
-        many = _planned(column, np.asarray(values * times, dtype=object))  # numpy path
+        many = _planned(recorder, column, np.asarray(values * times, dtype=object))  # numpy path
         sums = {(HISTOGRAM, column.sum_slot)} if getattr(column, "has_sum", False) else set()
         repeated = {key: times * amount for key, amount in few.items()}
         _assert_same_counts(repeated, many, sums, times * _magnitude(values))
@@ -194,11 +194,11 @@ def test_numeric_columns_tallied_together_count_as_each_alone(columns):
     recorder = recorder_for("paths", mixed_baseline())
     numeric = [recorder.features["x"], recorder.features["size"]]
     together = Increments()
-    plan_numeric(list(zip(numeric, columns)), len(columns[0]), together)
+    recorder.numeric.plan(list(zip(numeric, columns)), len(columns[0]), together)
     alone = Increments()
     for column, values in zip(numeric, columns):
         for start in range(0, len(values), SMALL_BATCH):
-            column.plan(values[start : start + SMALL_BATCH], alone)  # lists: bisect path
+            recorder.plan(column, values[start : start + SMALL_BATCH], alone)  # lists: bisect path
     sums = {(HISTOGRAM, column.sum_slot) for column in numeric if column.has_sum}
     magnitude = max(_magnitude(values) for values in columns)
     _assert_same_counts(_totals(alone), _totals(together), sums, magnitude)
