@@ -87,10 +87,10 @@ def main() -> None:
     record = monitor.Exchange._record
 
     def decode_only(exchange) -> None:
-        payload.decode_request(bytes(exchange._request), exchange._request_type)
+        payload.decode_request(exchange._request, exchange._request_type)
         if exchange._response is not None:
             payload.decode_response(
-                bytes(exchange._response), exchange._response_type, "", exchange._limit
+                exchange._response, exchange._response_type, "", exchange._limit
             )
 
     results = []

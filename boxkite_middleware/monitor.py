@@ -202,14 +202,14 @@ class Exchange:
             return self._recorder.skip(Reason.ERROR_STATUS)
         if self._request is None:
             return self._recorder.skip(Reason.TOO_LARGE)
-        frame = decode_request(bytes(self._request), self._request_type)
+        frame = decode_request(self._request, self._request_type)
         if isinstance(frame, str):
             return self._recorder.skip(frame)
         predictions = (
             self._response_skip
             if self._response is None
             else decode_response(
-                bytes(self._response), self._response_type, self._response_encoding, self._limit
+                self._response, self._response_type, self._response_encoding, self._limit
             )
         )
         self._recorder.record(frame, predictions)

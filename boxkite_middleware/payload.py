@@ -68,7 +68,7 @@ class Frame:
     rows: int
 
 
-def loads(body: bytes) -> Any:
+def loads(body: bytes | bytearray) -> Any:
     """Parse JSON like the app's own parser would: NaN, Infinity, 1e400 and a BOM included."""
     if _fast_loads is not None:
         try:
@@ -78,7 +78,7 @@ def loads(body: bytes) -> Any:
     return json.loads(body)
 
 
-def decode_request(body: bytes, media_type: str) -> Frame | str:
+def decode_request(body: bytes | bytearray, media_type: str) -> Frame | str:
     """A request body as a `Frame`, or the reason it cannot be read."""
     if not body:
         return Reason.UNDECODABLE
@@ -234,7 +234,7 @@ def _transpose(rows: list[Any], width: int) -> tuple[Sequence[Any], ...] | None:
     return tuple(zip(*rows))
 
 
-def _csv_frame(body: bytes) -> Frame | str:
+def _csv_frame(body: bytes | bytearray) -> Frame | str:
     """``text/csv`` with a header row, as both MLflow generations accept it."""
     try:
         text = body.decode("utf-8-sig")
@@ -250,7 +250,9 @@ def _csv_frame(body: bytes) -> Frame | str:
     return Frame(tuple(header), tuple(numeric_or_text(list(c)) for c in columns), len(rows))
 
 
-def decode_response(body: bytes, media_type: str, encoding: str, limit: int) -> dict | str:
+def decode_response(
+    body: bytes | bytearray, media_type: str, encoding: str, limit: int
+) -> dict | str:
     """Predictions by output label (``"0"``, ``"1"``, … or object keys), or a reason.
 
     Accepts a list, ``{"predictions": ...}``, a list of lists (multi-output or class
@@ -289,7 +291,7 @@ def decode_response(body: bytes, media_type: str, encoding: str, limit: int) -> 
     return dict(zip(names, frame.columns))
 
 
-def _inflate(body: bytes, encoding: str, limit: int) -> bytes | None:
+def _inflate(body: bytes | bytearray, encoding: str, limit: int) -> bytes | None:
     """gzip or deflate (zlib or raw) up to ``limit`` bytes; None if unknown, broken or larger."""
     if encoding == "gzip":
         window_bits = 16 + zlib.MAX_WBITS
