@@ -269,7 +269,7 @@ def _cell_plan(edges: np.ndarray) -> tuple[float, int]:
     """``(scale, cells)`` for one column: the fewest cells (a power of two, at least two per
     edge) that give no cell two edges, or `MAX_CELLS`."""
     cells = 1 << max(0, 2 * edges.size - 1).bit_length()
-    width = edges[-1] - edges[0] if edges.size > 1 else 0.0
+    width = float(edges[-1]) - float(edges[0]) if edges.size > 1 else 0.0  # may be inf
     while True:
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             scale = cells / width if width > 0 else 0.0
