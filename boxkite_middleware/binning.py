@@ -213,8 +213,8 @@ class BucketTable:
 
     Why: in a model server's process, right after the model ran, each ``searchsorted`` call
     costs several µs and a batch needs one per column; the lookup is a few elementwise numpy
-    operations over the whole columns × rows matrix, about twice as fast there
-    (``benchmarks/bench_in_app.py``).
+    operations over the whole columns × rows matrix, about twice as fast there (BENCHMARKS.md,
+    "Where the cost goes").
 
     Each column's range is cut into cells by ``cell(v) = clip(v * scale + shift)``, computed
     alike for the edges here and for the values later. Rounding is monotone, so an edge in a
