@@ -79,6 +79,8 @@ class Prometheus:
         }
         (folder / "prometheus.yml").write_text(to_yaml(config))
         self.url = f"http://127.0.0.1:{free_port()}"
+        self.at: float | None = None
+        """Evaluate queries at this Unix time (when set) instead of now."""
         self.process = subprocess.Popen(
             [
                 "prometheus",
@@ -99,7 +101,8 @@ class Prometheus:
         )
 
     def query(self, expr: str) -> list[dict]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        parameters = {"query": expr} if self.at is None else {"query": expr, "time": self.at}
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(parameters)
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 answer = json.loads(response.read())
@@ -191,6 +194,10 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             seconds=30,
         )
         time.sleep(2)  # one more evaluation after the last scrape
+        # Read everything below as of one finished evaluation: a threshold and the n it was
+        # computed from, read a moment apart, could come from two evaluations (increase()
+        # extrapolates differently at each).
+        prometheus.at = time.time() - 1
 
         # The training replay: no drift at all.
         for sample in prometheus.query(f'boxkite:feature_ks:{WINDOW}{{model="replay"}}'):
