@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import uuid
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -100,8 +100,8 @@ def echo_app() -> FastAPI:
 
 
 async def _call(app, body: bytes, content_type: str, path: str) -> tuple:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post(path, content=body, headers={"Content-Type": content_type})
     headers = sorted((k, v) for k, v in response.headers.items() if k != "date")
     return response.status_code, headers, response.content
