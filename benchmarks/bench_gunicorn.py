@@ -5,6 +5,8 @@
 
 Bare and wrapped runs alternate (rounds), each a fresh gunicorn on a loopback port, loaded by
 wrk with a Lua script posting a pandas-split body of 1 or 100 rows; medians over rounds.
+"wrapped/bare" is the ratio of those medians; "each round" the ratio within each round, whose
+bare and wrapped runs follow each other (less exposed to the host's load changing during a run).
 """
 
 from __future__ import annotations
@@ -135,12 +137,17 @@ def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
                     server.stop()
         bare_rate = statistics.median(rate for rate, _ in figures["bare"])
         wrapped_rate = statistics.median(rate for rate, _ in figures["wrapped"])
+        each_round = [
+            f"{100 * wrapped / bare:.0f}"
+            for (bare, _), (wrapped, _) in zip(figures["bare"], figures["wrapped"])
+        ]
         results.append(
             [
                 f"{size}",
                 f"{bare_rate:.0f}",
                 f"{wrapped_rate:.0f}",
                 f"{100 * wrapped_rate / bare_rate:.0f} %",
+                ", ".join(each_round),
                 f"{statistics.median(p99 for _, p99 in figures['bare']):.2f}",
                 f"{statistics.median(p99 for _, p99 in figures['wrapped']):.2f}",
             ]
@@ -185,6 +192,7 @@ def main() -> None:
                     "bare req/s",
                     "wrapped req/s",
                     "wrapped/bare",
+                    "each round %",
                     "bare p99 ms",
                     "wrapped p99 ms",
                 ],
