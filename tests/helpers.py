@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,56 @@ def post(app, body: bytes, content_type: str = "application/json") -> int:
     """POST to a WSGI app in-process, consuming and closing the response like a server."""
     response = Client(app).post("/invocations", data=body, content_type=content_type, buffered=True)
     return response.status_code
+
+
+def families_equal(result: Scrape, model: str, live: str, baseline: str, **labels) -> int:
+    """Assert a live family equals its baseline twin for ``labels``; return how many series."""
+
+    def by_labels(name: str) -> dict[tuple, float]:
+        return {
+            tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("model", "baseline"))): (
+                s.value
+            )
+            for s in result.find(name, model=model, **labels)
+        }
+
+    live_samples = by_labels(live)
+    assert live_samples == by_labels(baseline), (live, labels)
+    return len(live_samples)
+
+
+def assert_replay_equals_baseline(result: Scrape, model: str, features: Iterable[str]) -> None:
+    """What replaying the training data must give: every live family equal to its baseline
+    twin, each feature with some buckets or categories and one missing count, and the output's
+    categories (two labels and ``__other__``)."""
+    for name in features:
+        values = families_equal(
+            result,
+            model,
+            "boxkite_feature_value_bucket",
+            "boxkite_feature_value_baseline_bucket",
+            feature=name,
+        )
+        categories = families_equal(
+            result,
+            model,
+            "boxkite_feature_category_total",
+            "boxkite_feature_category_baseline_total",
+            feature=name,
+        )
+        assert values + categories >= 3, name
+        missing = families_equal(
+            result,
+            model,
+            "boxkite_feature_missing_total",
+            "boxkite_feature_missing_baseline_total",
+            feature=name,
+        )
+        assert missing == 1, name
+    outputs = families_equal(
+        result,
+        model,
+        "boxkite_inference_category_total",
+        "boxkite_inference_category_baseline_total",
+    )
+    assert outputs >= 3
