@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,14 +69,39 @@ class Frame:
     rows: int
 
 
+_CONSTANTS = {"NaN": None, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def loads(body: bytes | bytearray) -> Any:
-    """Parse JSON like the app's own parser would: NaN, Infinity, 1e400 and a BOM included."""
+    """Parse JSON like the app's own parser would: NaN, Infinity, 1e400 and a BOM included.
+
+    NaN is read as null, by either parser: to a recorder both mean *missing*. That lets orjson
+    read what MLflow's client sends for a DataFrame with missing values (a bare ``NaN`` for
+    each), two to three times faster than the standard library, left with the rarer rest."""
     if _fast_loads is not None:
         try:
             return _fast_loads(body)
         except _FastError:
             pass
-    return json.loads(body)
+        nulled = _nan_as_null(body)
+        if nulled is not None:
+            try:
+                return _fast_loads(nulled)
+            except _FastError:
+                pass
+    return json.loads(body, parse_constant=_CONSTANTS.__getitem__)
+
+
+def _nan_as_null(body: bytes | bytearray) -> bytes | None:
+    """``body`` with every bare ``NaN`` token as ``null``; None if it has none, or if it has a
+    backslash: then a quote may be escaped and telling tokens from string contents would take
+    a tokenizer. Without one, splitting at quotes leaves the strings' contents at odd places
+    (UTF-8 never puts ``"`` or ``NaN`` inside a multi-byte character)."""
+    if b"NaN" not in body or b"\\" in body:
+        return None
+    pieces = body.split(b'"')
+    pieces[::2] = [piece.replace(b"NaN", b"null") for piece in pieces[::2]]
+    return b'"'.join(pieces)
 
 
 def decode_request(body: bytes | bytearray, media_type: str) -> Frame | str:

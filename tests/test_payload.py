@@ -7,11 +7,14 @@ import json
 import math
 import zlib
 
+import orjson
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mlflow.utils.proto_json_utils import dump_input_data
 
+from boxkite_middleware import payload
 from boxkite_middleware.payload import Frame, Reason, decode_request, decode_response
 
 from .helpers import CURL_BODY, CURL_VALUES
@@ -93,8 +96,7 @@ def test_what_the_standard_library_accepts_is_still_read():
     frame = decode_request(
         b'{"columns": ["a"], "data": [[NaN], [Infinity], [-Infinity], [1e400]]}', JSON
     )
-    values = list(frame.columns[0])
-    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf, math.inf]
+    assert list(frame.columns[0]) == [None, math.inf, -math.inf, math.inf]  # NaN: missing
     bom = decode_request(b"\xef\xbb\xbf" + CURL_BODY, JSON)
     assert isinstance(bom, Frame) and bom.rows == 1
 
@@ -164,6 +166,48 @@ def test_any_json_document_decodes_or_gives_a_reason(document):
             assert len(result.names) == len(result.columns)
     predictions = decode_response(body, JSON, "", 1 << 20)
     assert isinstance(predictions, (dict, str))
+
+
+def _nan_as_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_nan_as_none(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _nan_as_none(item) for key, item in value.items()}
+    return value
+
+
+tricky_text = st.text(alphabet='NaN"\\,[]: x', max_size=8) | st.text(max_size=5)
+nan_documents = st.recursive(
+    st.none() | st.floats() | st.just(math.nan) | tricky_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(tricky_text, children),
+    max_leaves=20,
+)
+
+
+@given(nan_documents)
+@settings(max_examples=500, deadline=None)
+def test_nan_is_read_as_null_and_strings_are_left_alone(document):
+    """Whichever parser reads it; orjson whenever no backslash or Infinity stops it."""
+    body = json.dumps(document).encode()
+    expected = _nan_as_none(document)
+    assert payload.loads(body) == expected
+    nulled = payload._nan_as_null(body)
+    if b"NaN" not in body or b"\\" in body:
+        assert nulled is None
+    elif b"Infinity" not in body:
+        assert orjson.loads(nulled) == expected
+
+
+def test_mlflow_bodies_with_missing_values_take_the_fast_parser():
+    frame = pd.DataFrame({"a": [1.5, None], "b": ["NaN", None]})
+    body = dump_input_data(frame).encode()  # MLflow's client: bare NaN for both missing values
+    assert body.count(b"NaN") == 3
+    assert orjson.loads(payload._nan_as_null(body))["dataframe_split"]["data"] == [
+        [1.5, "NaN"],
+        [None, None],
+    ]
 
 
 @given(st.binary(max_size=300), st.sampled_from([JSON, "text/csv", "application/x+json"]))
