@@ -77,7 +77,8 @@ def loads(body: bytes | bytearray) -> Any:
 
     NaN is read as null, by either parser: to a recorder both mean *missing*. That lets orjson
     read what MLflow's client sends for a DataFrame with missing values (a bare ``NaN`` for
-    each), two to three times faster than the standard library, left with the rarer rest."""
+    each) two to three times faster than the standard library can; that one is left with the
+    rarer rest."""
     if _fast_loads is not None:
         try:
             return _fast_loads(body)

@@ -1,8 +1,8 @@
 """MLflow's own scoring server and client, with the middleware added in one line.
 
 The request bytes are exactly what MLflow's ``ScoringServerClient`` sends for a DataFrame: a
-``dataframe_split`` document in which pandas writes missing values as the bare token ``NaN``
-(orjson refuses it, so the standard library reads those bodies). The app is MLflow's scoring
+``dataframe_split`` document in which missing values are the bare token ``NaN`` (which orjson
+refuses until `payload.loads` swaps it for ``null``). The app is MLflow's scoring
 server (FastAPI) for a pyfunc model, under uvicorn on loopback.
 """
 
