@@ -1,17 +1,19 @@
-"""Render ``/metrics``: live families, baseline families from memory, and the app's metrics.
+"""Render ``/metrics`` from what is stored, the same way in both modes.
 
-Single-process: the default registry, where `LiveCollector` and `BaselineCollector` are
-registered next to the app's own metrics. Multi-process: a fresh registry per scrape with
-prometheus_client's ``MultiProcessCollector`` (every worker's mmap file, live series and the
-app's metrics) plus `BaselineCollector` — baselines are never written to mmap files, where
-they would be summed over every worker, dead ones too.
+Live families are rebuilt from ``key -> value`` entries, as prometheus_client's
+``MultiProcessCollector`` rebuilds its families, and by its own accumulation: in one process
+from `store.Store`, in multi-process mode from every worker's files (ours and the app's, so
+the app's metrics aggregate too). Baseline families come from memory (one process) or from the
+baseline documents in the directory (several), never from the counting files, where they would
+be summed over every worker.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
+import functools
 import gzip
-import os
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,9 +23,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from . import families, storage
-from .recorder import recorders
-from .store import COUNTER, HISTOGRAM, multiprocess, store
+from . import families, fileformat, multiprocess
+from .store import store
 
 LIVE_FAMILIES = (
     families.FEATURE_VALUE,
@@ -40,111 +41,211 @@ BASELINE_FAMILIES = (
     *(families.baseline_of(family) for family in LIVE_FAMILIES[:6]),
 )
 
+Entry = tuple[str, str, str, str, float, float]
+"""``(type, gauge mode, pid, key, value, timestamp)``: one stored value and where it was."""
+
 
 def _describe(described: Iterable[families.Family]) -> list[Metric]:
     """Family names, so that ``name[]`` filtering finds the collectors that hold them."""
     return [Metric(family.name, family.documentation, family.kind) for family in described]
 
 
-class LiveCollector:
-    """This process's live series (single-process mode only)."""
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_key(key: str) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
+    metric_name, name, labels, help_text = json.loads(key)
+    return metric_name, name, tuple(sorted(labels.items())), help_text
+
+
+def rebuild(entries: Iterable[Entry]) -> list[Metric]:
+    """Families from stored entries, summed and with cumulative buckets as prometheus_client
+    does; a histogram without ``_sum`` (negative buckets) also loses the ``_count`` it adds,
+    as OpenMetrics forbids ``_count`` alone."""
+    metrics: dict[str, Metric] = {}
+    for kind, mode, pid, key, value, timestamp in entries:
+        metric_name, name, labels, help_text = _parse_key(key)
+        metric = metrics.get(metric_name)
+        if metric is None:
+            metric = metrics[metric_name] = Metric(metric_name, help_text, kind)
+        if kind == "gauge":
+            metric._multiprocess_mode = mode  # type: ignore[attr-defined]
+            metric.add_sample(name, (*labels, ("pid", pid)), value, timestamp)  # type: ignore[arg-type]
+        else:
+            metric.add_sample(name, labels, value)  # type: ignore[arg-type]
+    merged = list(MultiProcessCollector._accumulate_metrics(metrics, accumulate=True))
+    for metric in merged:
+        if metric.type == "histogram":
+            summed = {_labels(s.labels) for s in metric.samples if s.name.endswith("_sum")}
+            metric.samples = [
+                s
+                for s in metric.samples
+                if not s.name.endswith("_count") or _labels(s.labels) in summed
+            ]
+    return merged
+
+
+def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _file_entries(files: Iterable[tuple[str, bytes]]) -> Iterator[Entry]:
+    for name, data in files:
+        parts = name.removesuffix(".db").split("_")
+        kind = parts[0]
+        mode, pid = (parts[1], parts[2]) if kind == "gauge" and len(parts) > 2 else ("", "")
+        for key, value, timestamp in multiprocess.decode(data):
+            yield kind, mode, pid, key, value, timestamp
+
+
+class StoreCollector:
+    """This process's live families, from its store (single-process mode)."""
 
     def describe(self) -> list[Metric]:
         return _describe(LIVE_FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
-        out: dict[str, Metric] = {}
-        values = store().snapshot()
-        counters, histograms = values[COUNTER], values[HISTOGRAM]
-        for recorder in recorders():
-            for family, (name, labels, value) in recorder.live_samples(counters, histograms):
-                metric = out.get(family.name)
-                if metric is None:
-                    metric = Metric(family.name, family.documentation, family.kind)
-                    out[family.name] = metric
-                metric.add_sample(name, labels, value)
-        return iter(out.values())
+        entries = (
+            (series.family.kind, "", "", series.key, value, 0.0)
+            for series, value in store().samples()
+        )
+        return iter(rebuild(entries))
+
+
+class FilesCollector:
+    """Every process's families, from the files in the directory (multi-process mode)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(rebuild(_file_entries(multiprocess.read_files(self._path))))
 
 
 class BaselineCollector:
-    """The baseline families and ``boxkite_baseline_info`` of every loaded baseline."""
+    """The baseline families and ``boxkite_baseline_info`` of every exposed baseline."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._path = path
 
     def describe(self) -> list[Metric]:
         return _describe(BASELINE_FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
-        """One family per name over every baseline; the samples are built once per recorder."""
+        """One family per name over every baseline."""
         out: dict[str, Metric] = {}
-        for recorder in recorders():
-            for metric in recorder.baseline_metrics:
-                merged = out.get(metric.name)
-                if merged is None:
-                    merged = out[metric.name] = Metric(
-                        metric.name, metric.documentation, metric.type
-                    )
-                merged.samples.extend(metric.samples)
+        for metric in self._baseline_metrics():
+            merged = out.get(metric.name)
+            if merged is None:
+                merged = out[metric.name] = Metric(metric.name, metric.documentation, metric.type)
+            merged.samples.extend(metric.samples)
         return iter(out.values())
 
+    def _baseline_metrics(self) -> Iterator[Metric]:
+        if self._path is None:
+            from .recorder import recorders
 
-class MultiProcessLiveCollector(MultiProcessCollector):
-    """prometheus_client's aggregation of every worker's file, with two differences.
+            for recorder in recorders():
+                yield from recorder.baseline_metrics
+        else:
+            for document in multiprocess.read_baselines(self._path):
+                yield from _published_metrics(json.dumps(document, sort_keys=True))
 
-    A file that a starting worker has created but not yet sized is empty, and reading it
-    would fail the whole scrape: it is left out (its values are all 0 anyway). And the
-    ``_count`` it adds to histograms that have no ``_sum`` (negative buckets) is dropped, as
-    OpenMetrics forbids it."""
 
-    def __init__(self, registry: CollectorRegistry, path: str) -> None:
-        super().__init__(registry, path)
-        self._directory = path
+@functools.lru_cache(maxsize=64)
+def _published_metrics(document: str) -> list[Metric]:
+    """A published baseline's families, parsed once per process."""
+    published = json.loads(document)
+    baseline = fileformat.parse(published["file"], "published baseline")
+    return fileformat.metrics(baseline, published["labels"])
+
+
+class ScrapeView:
+    """What a scrape serves, as the registry that prometheus_client's own servers take."""
 
     def collect(self) -> Iterator[Metric]:
-        files = [
-            file
-            for file in glob.glob(os.path.join(glob.escape(self._directory), "*.db"))
-            if _size(file) > 0
-        ]
-        for metric in self.merge(files, accumulate=True):
-            if metric.type == "histogram":
-                summed = {_key(s.labels) for s in metric.samples if s.name.endswith("_sum")}
-                metric.samples = [
-                    s
-                    for s in metric.samples
-                    if not s.name.endswith("_count") or _key(s.labels) in summed
-                ]
-            yield metric
+        return iter(scrape_registry().collect())
+
+    def restricted_registry(self, names: Iterable[str]) -> _Selected:
+        return _Selected(scrape_registry(), list(names))
 
 
-def _size(file: str) -> int:
+_listening: dict[tuple[str, int], bool] = {}
+
+
+def serve_metrics(
+    port: int, host: str = "0.0.0.0", *, certfile: str | None = None, keyfile: str | None = None
+) -> bool:
+    """Serve scrapes on their own listener (prometheus_client's server, on a daemon thread);
+    False if another process already holds the port (the first to bind serves everyone's
+    counts in multi-process mode)."""
+    from prometheus_client.exposition import start_http_server
+
+    if (host, port) in _listening:
+        return _listening[host, port]
     try:
-        return os.path.getsize(file)
-    except FileNotFoundError:
-        return 0
-
-
-def _key(labels: dict[str, str]) -> tuple:
-    return tuple(sorted(labels.items()))
+        start_http_server(port, host, registry=ScrapeView(), certfile=certfile, keyfile=keyfile)
+        _listening[host, port] = True
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        _listening[host, port] = False
+    return _listening[host, port]
 
 
 def render(
     accept: str | None = None, accept_encoding: str | None = None, names: list[str] | None = None
 ) -> tuple[bytes, list[tuple[str, str]]]:
     """The body and headers of a scrape, negotiated like prometheus_client's own handlers."""
-    store().ensure_files()
     encoder, content_type = choose_encoder(accept or "")
-    if multiprocess():
-        registry = CollectorRegistry()
-        MultiProcessLiveCollector(registry, os.environ[storage.ENVIRONMENT])
-        registry.register(BaselineCollector())
-        with storage.locked(os.environ[storage.ENVIRONMENT], exclusive=False):
-            body = encoder(registry.restricted_registry(names) if names else registry)
-    else:
-        body = encoder(REGISTRY.restricted_registry(names) if names else REGISTRY)
+    registry = scrape_registry()
+    body = encoder(_Selected(registry, names) if names else registry)
     headers = [("Content-Type", content_type)]
     if gzip_accepted(accept_encoding or ""):
         body = gzip.compress(body, compresslevel=1)
         headers.append(("Content-Encoding", "gzip"))
     return body, headers
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape serves: the default registry (the app's metrics and ours) in one process;
+    in several, everything in the directory, read afresh."""
+    if not multiprocess.enabled():
+        register_collectors()
+        return REGISTRY
+    registry = CollectorRegistry()
+    path = multiprocess.directory()
+    registry.register(FilesCollector(path))
+    registry.register(BaselineCollector(path))
+    return registry
+
+
+class _Selected:
+    """Only the samples named by ``name[]``, as prometheus_client's handlers select them, but
+    for collectors that cannot say their names in advance (reading files to find them out
+    would cost a whole scrape)."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        self._registry = registry
+        self._names = set(names)
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            samples = [sample for sample in metric.samples if sample.name in self._names]
+            if samples:
+                selected = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                selected.samples = samples
+                yield selected
+
+
+_registered = False
+
+
+def register_collectors() -> None:
+    """In single-process mode the default registry serves the live and baseline families."""
+    global _registered
+    if not _registered:
+        _registered = True
+        REGISTRY.register(StoreCollector())
+        REGISTRY.register(BaselineCollector())
 
 
 def metrics_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

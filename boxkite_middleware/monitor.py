@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import AnyStr
 
-from . import storage, workers
+from . import exposition, multiprocess
 from .baseline import Baseline
 from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
 from .recorder import Recorder, recorder_for
-from .store import multiprocess
+
+METRICS_PORT, METRICS_HOST = "BOXKITE_METRICS_PORT", "BOXKITE_METRICS_HOST"
+"""Serve scrapes on their own listener (the gunicorn configuration reads them too)."""
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""
@@ -81,6 +83,9 @@ class Monitor:
         paths: Iterable[str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         features: Iterable[str] | None = None,
+        expose_baseline: bool = True,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -92,11 +97,23 @@ class Monitor:
             )
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
-        if multiprocess():
-            storage.check_directory(os.environ[storage.ENVIRONMENT])
-        elif workers.several_at_start_up():
-            workers.warn_once()
-        self.recorder: Recorder = recorder_for(model, baseline, list(features or ()))
+        if multiprocess.enabled():
+            multiprocess.check_directory(multiprocess.directory())
+            multiprocess.self_check(multiprocess.directory())
+        else:
+            exposition.register_collectors()
+            if multiprocess.several_workers_at_start_up():
+                multiprocess.warn_several_workers()
+        self.recorder: Recorder = recorder_for(
+            model, baseline, list(features or ()), expose_baseline=expose_baseline
+        )
+        if metrics_port is None and os.environ.get(METRICS_PORT):
+            metrics_port = int(os.environ[METRICS_PORT])
+        if metrics_port is not None:
+            metrics_path = None  # the app's own port no longer answers scrapes
+            exposition.serve_metrics(
+                metrics_port, metrics_host or os.environ.get(METRICS_HOST) or "0.0.0.0"
+            )
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)
         self.max_body_bytes = max_body_bytes

@@ -1,7 +1,7 @@
 """Count decoded requests with the baseline's bins, into the process's `store.Store`.
 
-Every series is a slot of the store, created once per process and exposed by
-``MultiProcessCollector`` (mmap files) or `exposition.LiveCollector` (memory). A request is
+Every series is a slot of the store, created once per process; `exposition` reads the store,
+never the recorder. A request is
 tallied first (numpy for batches, ``bisect`` for a few rows) into `Increments`, then applied
 at once: a request is counted whole or, if anything fails while tallying, not at all.
 """
@@ -13,20 +13,19 @@ import math
 import threading
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import REGISTRY
 from prometheus_client.utils import floatToGoString
 
-from . import families, fileformat
+from . import families, fileformat, multiprocess
 from .baseline import Baseline, Column, Histogram
 from .binning import OTHER, BucketTable, canonical_category, float_matrix, one_float
 from .families import Family
 from .payload import Frame, Reason
-from .store import COUNTER, HISTOGRAM, Increments, Series, Store, multiprocess, store
+from .store import COUNTER, HISTOGRAM, Increments, Series, Store, store
 
 SMALL_BATCH = 8
 """Up to this many rows, plain Python (``bisect``) beats numpy's per-call overhead."""
@@ -65,13 +64,6 @@ OUTCOMES = {
     ),
 }
 
-Sample = tuple[str, dict[str, str], float]
-FamilySample = tuple[Family, Sample]
-
-
-def _sample(series: Series, value: float) -> FamilySample:
-    return series.family, (series.name, series.labels, float(value))
-
 
 class NumericColumn:
     """Live histogram of one numeric feature or output, with the baseline's edges."""
@@ -88,8 +80,6 @@ class NumericColumn:
         self.edge_list = [float(edge) for edge in edges]
         self.position = position
         """Its column in the recorder's `NumericColumns` table."""
-        self._family = family
-        self._labels = labels
         self._buckets = [
             Series(family, family.name + "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self.edge_list, math.inf)
@@ -100,17 +90,6 @@ class NumericColumn:
         self.sum_slot = self.first + len(self._buckets)  # used only if has_sum
         self.missing = Series(missing, missing.name + "_total", labels)
         self.missing_slot = store.allocate([self.missing])
-
-    def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
-        family = self._family
-        counts = histograms[self.first : self.first + len(self._buckets)]
-        cumulative = np.cumsum(counts).tolist()
-        for series, value in zip(self._buckets, cumulative):
-            yield family, (series.name, series.labels, value)
-        if self.has_sum:  # OpenMetrics: no _count alone either
-            yield family, (family.name + "_count", self._labels, cumulative[-1])
-            yield family, (family.name + "_sum", self._labels, float(histograms[self.sum_slot]))
-        yield _sample(self.missing, counters[self.missing_slot])
 
 
 class CategoryColumn:
@@ -157,11 +136,6 @@ class CategoryColumn:
         if category is None:
             return self.missing_slot
         return self._slots.get(category, self._other)
-
-    def samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
-        for slot, series in enumerate(self._series, start=self._first):
-            yield _sample(series, counters[slot])
-        yield _sample(self.missing, counters[self.missing_slot])
 
 
 LiveColumn = NumericColumn | CategoryColumn
@@ -250,10 +224,17 @@ class Recorder:
     """All live series of one (model, baseline) pair in this process."""
 
     def __init__(
-        self, model: str, baseline: Baseline | None, feature_names: Sequence[str], store: Store
+        self,
+        model: str,
+        baseline: Baseline | None,
+        feature_names: Sequence[str],
+        store: Store,
+        *,
+        expose_baseline: bool = True,
     ) -> None:
         self.model = model
         self.baseline = baseline
+        self.expose_baseline = expose_baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
         self._store = store
         self._common = {"model": model, "baseline": self.identity}
@@ -368,17 +349,16 @@ class Recorder:
     @functools.cached_property
     def baseline_metrics(self) -> list[Metric]:
         """The baseline's families with this recorder's labels: constant, so built once."""
-        if self.baseline is None:
+        if self.baseline is None or not self.expose_baseline:
             return []
         return fileformat.metrics(self.baseline, self._common)
 
-    def live_samples(self, counters: np.ndarray, histograms: np.ndarray) -> Iterator[FamilySample]:
-        """Every live sample with its family, from a `Store.snapshot` (single-process mode)."""
-        for column in (*self.features.values(), *self.outputs.values()):
-            yield from column.samples(counters, histograms)
-        for i, series in enumerate(self._outcomes):
-            yield _sample(series, counters[self.first_outcome + i])
-        yield _sample(self._extra, counters[self._extra_slot])
+    def publish_baseline(self, path: str) -> None:
+        """Put the baseline where any process scraping the directory finds it."""
+        if self.baseline is not None and self.expose_baseline:
+            multiprocess.write_baseline(
+                path, {"labels": self._common, "file": fileformat.render(self.baseline)}
+            )
 
 
 def _hashable(value: Any) -> bool:
@@ -394,7 +374,11 @@ _recorders_lock = threading.Lock()
 
 
 def recorder_for(
-    model: str, baseline: Baseline | None, feature_names: Sequence[str] = ()
+    model: str,
+    baseline: Baseline | None,
+    feature_names: Sequence[str] = (),
+    *,
+    expose_baseline: bool = True,
 ) -> Recorder:
     """The process's one recorder for ``(model, baseline)``: middleware built twice shares it.
 
@@ -405,14 +389,20 @@ def recorder_for(
         existing = _recorders.get((model, identity))
         if existing is None:
             existing = _recorders[model, identity] = Recorder(
-                model, baseline, feature_names, store()
+                model, baseline, feature_names, store(), expose_baseline=expose_baseline
             )
             store().ensure_files()  # lay out every series now, not in the first request
-            _register_collectors()
+            if multiprocess.enabled():
+                existing.publish_baseline(multiprocess.directory())
         elif baseline is None and list(existing.features) != list(feature_names):
             raise ValueError(
                 f"model {model!r} already records features {list(existing.features)} without a "
                 "baseline; give this middleware another model= name"
+            )
+        elif existing.expose_baseline != expose_baseline:
+            raise ValueError(
+                f"model {model!r} with this baseline is already recorded with "
+                f"expose_baseline={existing.expose_baseline}; use one setting for both"
             )
     return existing
 
@@ -420,19 +410,3 @@ def recorder_for(
 def recorders() -> list[Recorder]:
     with _recorders_lock:
         return list(_recorders.values())
-
-
-_registered = False
-
-
-def _register_collectors() -> None:
-    """In single-process mode the default registry serves live and baseline families."""
-    global _registered
-    if _registered:
-        return
-    from .exposition import BaselineCollector, LiveCollector
-
-    if not multiprocess():
-        REGISTRY.register(LiveCollector())
-        REGISTRY.register(BaselineCollector())
-    _registered = True

@@ -6,27 +6,26 @@ was most of the middleware's cost. Here every series is a *slot* of an array, an
 whole effect is added under one lock: a batch's bucket slots by one ``numpy.add.at``, the few
 other amounts through a memoryview.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set the arrays are views of mmap files in prometheus_client's
-own format, ``counter_boxkite_{pid}.db`` and ``histogram_boxkite_{pid}.db``: laid out by its
-``MmapedDict``, keyed by its ``mmap_key``, read by its ``MultiProcessCollector`` like any other
-worker file (the type comes from the name's first word). Only the increment is ours: a float64
-store to the value's 8-aligned offset, the same single writer per file as prometheus_client's.
-Without the directory the arrays live in memory and `exposition.LiveCollector` reads them.
+With ``PROMETHEUS_MULTIPROC_DIR`` set the arrays are views of this process's own files
+(`multiprocess.OwnFile`) in prometheus_client's format: keyed by its ``mmap_key`` and summed
+with every other worker's files on each scrape. Only the increment is ours: a float64 store to
+the value's 8-aligned offset, one writer per file as with prometheus_client's. Without the
+directory the arrays live in memory. Either way `exposition` reads only what is stored here.
 """
 
 from __future__ import annotations
 
-import mmap
+import functools
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import values
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.mmap_dict import mmap_key
 
-from . import storage
+from . import multiprocess
 from .families import Family
 
 KINDS = ("histogram", "counter")
@@ -35,7 +34,7 @@ HISTOGRAM, COUNTER = range(2)
 applied (see `Store.apply`)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Series:
     """One exposed sample: its family, its sample name and its labels."""
 
@@ -47,7 +46,8 @@ class Series:
     def block(self) -> int:
         return KINDS.index(self.family.kind)
 
-    def mmap_key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:
         """The key prometheus_client's own value object would use for this sample."""
         names = list(self.labels)
         return mmap_key(
@@ -86,6 +86,7 @@ class _Block:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.series: list[Series] = []
+        self.file: multiprocess.OwnFile | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -145,10 +146,20 @@ class Store:
             block.cells[block.where[slot]] += amount
 
     def snapshot(self) -> tuple[np.ndarray, ...]:
-        """Every block's values in slot order (single-process exposition)."""
+        """Every block's values in slot order."""
         with self._lock:
             self._update()
             return tuple(block.array[block.positions] for block in self._blocks)
+
+    def samples(self) -> Iterator[tuple[Series, float]]:
+        """Every series with its value (what a scrape of this process reads)."""
+        with self._lock:
+            self._update()
+            pairs = [
+                (block.series, block.array[block.positions].tolist()) for block in self._blocks
+            ]
+        for series, values in pairs:
+            yield from zip(series, values)
 
     def ensure_files(self) -> None:
         """Make this process's files hold every series, e.g. in a worker right after fork, so
@@ -163,35 +174,43 @@ class Store:
         if pid != self._pid:
             self._pid = pid
             for block in self._blocks:
+                if block.file is not None:
+                    block.file.close()  # the child's copy of the parent's lock
+                    block.file = None
                 block.reset()
+        started = self.directory is not None and self._blocks[0].file is None
         for block in self._blocks:
             if block.laid_out != len(block.series):
                 self._lay_out(block)
+        if started and self._blocks[0].file is not None:
+            _fold_what_died_before(self.directory)
 
     def _lay_out(self, block: _Block) -> None:
+        current = block.array[block.positions].tolist()
+        values = current + [0.0] * (len(block.series) - len(current))
         if self.directory is None:
-            grown = np.zeros(len(block.series))
-            grown[: block.array.size] = block.array
-            block.place(grown, np.arange(len(block.series)))
+            block.place(np.array(values), np.arange(len(values)))
         else:
-            self._map_file(block)
+            entries = [(series.key, value) for series, value in zip(block.series, values)]
+            if block.file is None:
+                block.file = multiprocess.OwnFile(self.directory, block.kind, entries)
+            else:
+                block.file.replace(entries)
+            positions = np.array(block.file.offsets, dtype=np.intp) // 8
+            block.place(np.frombuffer(block.file.mapping, dtype=np.float64), positions)
         block.laid_out = len(block.series)
 
-    def _map_file(self, block: _Block) -> None:
-        """Add the missing keys with prometheus_client's MmapedDict, then map the file."""
-        path = os.path.join(self.directory, f"{block.kind}_{storage.STORE_INFIX}_{self._pid}.db")
-        keys = [series.mmap_key() for series in block.series]
-        layout = MmapedDict(path)
-        try:
-            for key in keys:
-                layout.read_value(key)  # adds the key, at 0, if the file lacks it
-        finally:
-            layout.close()
-        offsets = {key: pos for key, _, _, pos in MmapedDict.read_all_values_from_file(path)}
-        with open(path, "r+b") as file:
-            mapping = mmap.mmap(file.fileno(), 0)
-        positions = np.array([offsets[key] // 8 for key in keys], dtype=np.intp)
-        block.place(np.frombuffer(mapping, dtype=np.float64), positions)  # keeps it mapped
+
+def _fold_what_died_before(directory: str) -> None:
+    """A starting process folds the files of processes that have ended, if the lock is free
+    at once: servers without master hooks (uvicorn ``--workers``) would otherwise pile them
+    up. Never raises: folding is upkeep, the files are counted either way."""
+    try:
+        multiprocess.fold(directory, wait=0.0)
+    except Exception:
+        logging.getLogger("boxkite_middleware").debug(
+            "boxkite-middleware: could not fold dead workers' files", exc_info=True
+        )
 
 
 _store: Store | None = None
@@ -203,10 +222,5 @@ def store() -> Store:
     global _store
     with _store_lock:
         if _store is None:
-            _store = Store(os.environ[storage.ENVIRONMENT] if multiprocess() else None)
+            _store = Store(multiprocess.directory() if multiprocess.enabled() else None)
         return _store
-
-
-def multiprocess() -> bool:
-    """Whether prometheus_client chose mmap files (``PROMETHEUS_MULTIPROC_DIR`` at its import)."""
-    return bool(getattr(values.ValueClass, "_multiprocess", False))

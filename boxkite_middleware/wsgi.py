@@ -12,10 +12,9 @@ from typing import Any
 
 from werkzeug.wsgi import get_content_length
 
-from . import workers
+from . import multiprocess
 from .exposition import metrics_wsgi_app
 from .monitor import Exchange, Monitor, header, logger
-from .store import multiprocess
 
 
 class WSGIMiddleware:
@@ -76,8 +75,8 @@ class WSGIMiddleware:
     def _check_workers(self, environ: dict[str, Any]) -> None:
         """Several worker processes without mmap storage: each /metrics shows one worker."""
         self._checked_workers = True
-        if environ.get("wsgi.multiprocess") and not multiprocess():
-            workers.warn_once()
+        if environ.get("wsgi.multiprocess") and not multiprocess.enabled():
+            multiprocess.warn_several_workers()
 
 
 class _TeeInput:
