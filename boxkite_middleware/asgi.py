@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .exposition import metrics_asgi_app
-from .monitor import Exchange, Monitor, header, logger
+from .monitor import Exchange, Monitor, content_length, header, logger
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -37,12 +37,11 @@ class ASGIMiddleware:
             await metrics_asgi_app(scope, receive, send)
             return
         headers = scope.get("headers", ())
-        length = _header(headers, b"content-length")
         exchange = self.monitor.exchange(
             method,
             path,
             _header(headers, b"content-type"),
-            int(length) if length and length.isdigit() else None,
+            content_length(_header(headers, b"content-length")),
         )
         if exchange is None:
             await self.app(scope, receive, send)

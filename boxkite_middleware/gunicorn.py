@@ -50,7 +50,7 @@ FOLD_WAIT = 0.05
 logger = logging.getLogger("boxkite_middleware")
 
 
-def _prepare() -> str:
+def _prepare() -> tuple[str, bool]:
     if "prometheus_client" in sys.modules and not multiprocess.enabled():
         raise RuntimeError(
             "prometheus_client was imported before boxkite_middleware.gunicorn set "
@@ -61,8 +61,9 @@ def _prepare() -> str:
         path = tempfile.mkdtemp(prefix="boxkite-metrics-")
         os.environ[multiprocess.ENVIRONMENT] = path
         _claim(path)
+        return path, True
     multiprocess.check_directory(path)
-    return path
+    return path, os.path.exists(os.path.join(path, OWNER_FILE))
 
 
 def _claim(path: str) -> None:
@@ -75,7 +76,7 @@ def _claim(path: str) -> None:
         file.write(str(os.getpid()))
 
 
-directory = _prepare()
+directory, _temporary = _prepare()
 _loaded_at = time.time()
 
 _failures: dict[str, float] = {}
@@ -136,7 +137,15 @@ def post_worker_init(worker: Any) -> None:
 @_never_raises
 def child_exit(server: Any, worker: Any) -> None:
     """A worker ended (even by SIGKILL): prometheus_client's bookkeeping, then fold its files
-    and any an earlier fold left; if scrapes hold the lock, the next fold takes them."""
+    and any an earlier fold left; if scrapes hold the lock, the next fold takes them.
+
+    A directory deleted under the server (a ``/tmp`` cleaner) is made again first: the app's
+    own prometheus_client metrics fail at import without it, so no new worker could boot."""
+    if not os.path.isdir(directory):
+        os.mkdir(directory, 0o700)
+        logger.error("boxkite-middleware: %s was deleted; made it again", directory)
+        if _temporary:
+            _claim(directory)
     multiprocess.fold(directory, dead_pids=[worker.pid], wait=FOLD_WAIT)
 
 

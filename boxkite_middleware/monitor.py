@@ -19,6 +19,7 @@ from . import exposition, multiprocess
 from .baseline import Baseline
 from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
 from .recorder import Recorder, recorder_for
+from .store import store
 
 METRICS_PORT, METRICS_HOST = "BOXKITE_METRICS_PORT", "BOXKITE_METRICS_HOST"
 """Serve scrapes on their own listener (the gunicorn configuration reads them too)."""
@@ -62,6 +63,14 @@ def header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> AnyStr | N
     return None
 
 
+def content_length(value: str | None) -> int | None:
+    """A ``Content-Length`` header's value, or None unless it is plain ASCII digits (RFC 9110,
+    8.6): ``str.isdigit`` alone admits ``²``, which ``int`` rejects."""
+    if value and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def media_type(content_type: str | None) -> str:
     """``application/json; format=pandas-split`` -> ``application/json``.
 
@@ -98,8 +107,7 @@ class Monitor:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if multiprocess.enabled():
-            multiprocess.check_directory(multiprocess.directory())
-            multiprocess.self_check(multiprocess.directory())
+            multiprocess.check_safe(multiprocess.directory())
         else:
             exposition.register_collectors()
             if multiprocess.several_workers_at_start_up():
@@ -107,6 +115,7 @@ class Monitor:
         self.recorder: Recorder = recorder_for(
             model, baseline, list(features or ()), expose_baseline=expose_baseline
         )
+        self._prepare_files()
         if metrics_port is None and os.environ.get(METRICS_PORT):
             metrics_port = int(os.environ[METRICS_PORT])
         if metrics_port is not None:
@@ -117,6 +126,20 @@ class Monitor:
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)
         self.max_body_bytes = max_body_bytes
+
+    def _prepare_files(self) -> None:
+        """Lay out every series now, not in the first request; in multi-process mode check
+        the file layout and publish the baseline. A directory that cannot be written (gone,
+        read-only, full) is logged, not raised: the app must boot and serve regardless."""
+        try:
+            if multiprocess.enabled():
+                path = multiprocess.directory()
+                multiprocess.check_directory(path)
+                multiprocess.self_check(path)
+                self.recorder.publish_baseline(path)
+            store().ensure_files()
+        except (OSError, multiprocess.UnusableDirectory):
+            log_failure("cannot write its metric files; requests pass through uncounted")
 
     def is_metrics(self, method: str, path: str) -> bool:
         return path == self.metrics_path and method in ("GET", "HEAD")

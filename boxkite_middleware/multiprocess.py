@@ -68,26 +68,43 @@ def directory() -> str:
     return os.environ[ENVIRONMENT]
 
 
+class UnsafeDirectory(RuntimeError):
+    """Others could plant or remove files in the directory: refused, always."""
+
+
+class UnusableDirectory(RuntimeError):
+    """The directory is missing or not writable."""
+
+
 def check_directory(path: str) -> None:
-    """Fail at start-up, not at the first request, when the directory cannot be used safely."""
+    """Fail at start-up, not at the first request, when the directory cannot be used."""
     try:
         info = os.stat(path)
     except OSError as error:
-        raise RuntimeError(f"{ENVIRONMENT}={path!r} is not a directory ({error})") from None
+        raise UnusableDirectory(f"{ENVIRONMENT}={path!r} is not a directory ({error})") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise RuntimeError(f"{ENVIRONMENT}={path!r} is not a directory")
+        raise UnusableDirectory(f"{ENVIRONMENT}={path!r} is not a directory")
+    check_safe(path)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UnusableDirectory(f"{ENVIRONMENT}={path!r} is not writable")
+
+
+def check_safe(path: str) -> None:
+    """Refuse a directory owned by another user or world-writable without the sticky bit."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # nothing to plant into; `check_directory` says it is missing
     if info.st_uid != os.geteuid():
-        raise RuntimeError(
+        raise UnsafeDirectory(
             f"{ENVIRONMENT}={path!r} belongs to uid {info.st_uid}, not to this server "
             f"(uid {os.geteuid()}): anyone who owns it can plant or remove metric files"
         )
     if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
-        raise RuntimeError(
+        raise UnsafeDirectory(
             f"{ENVIRONMENT}={path!r} is world-writable without the sticky bit: "
             "anyone could plant or remove metric files (chmod o-w or +t)"
         )
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RuntimeError(f"{ENVIRONMENT}={path!r} is not writable")
 
 
 # -- prometheus_client's file layout ----------------------------------------------------------
@@ -318,10 +335,9 @@ def _prometheus_pid(name: str) -> int | None:
     return int(pid) if kind in ACCUMULATING and pid.isdigit() else None
 
 
-def dead_files(path: str, dead_pids: Iterable[int] = ()) -> list[str]:
+def dead_files(path: str) -> list[str]:
     """Accumulating files whose process has ended: ours by their lock, prometheus_client's
-    by ``dead_pids`` (gunicorn says which) or, failing that, by the pid not running."""
-    dead_pids = set(dead_pids)
+    by their pid not running (even when told it died: a live process may have reused it)."""
     found = []
     for file in glob.glob(os.path.join(glob.escape(path), "*.db")):
         name = os.path.basename(file)
@@ -332,7 +348,7 @@ def dead_files(path: str, dead_pids: Iterable[int] = ()) -> list[str]:
                 found.append(file)
             continue
         pid = _prometheus_pid(name)
-        if pid is not None and (pid in dead_pids or not _pid_alive(pid)):
+        if pid is not None and not _pid_alive(pid):
             found.append(file)
     return found
 
@@ -347,9 +363,10 @@ def fold(path: str, *, dead_pids: Iterable[int] = (), wait: float = 0.05) -> int
         if not taken:
             return None
         for pid in dead_pids:
-            mark_process_dead(pid, path)
+            if not _pid_alive(pid):
+                mark_process_dead(pid, path)
         folded = 0
-        dead = dead_files(path, dead_pids)
+        dead = dead_files(path)
         for kind in ACCUMULATING:
             of_kind = [file for file in dead if os.path.basename(file).startswith(kind + "_")]
             if of_kind:

@@ -220,14 +220,14 @@ def _is_open_inference(inputs: Any) -> bool:
 def _open_inference(tensors: list[dict[str, Any]]) -> Frame | str:
     """One column per 1-D (or N×1) tensor, by name; or one 2-D tensor as unnamed rows."""
     shapes = [tensor.get("shape") for tensor in tensors]
-    if not all(isinstance(shape, list) and shape for shape in shapes):
+    if not all(isinstance(shape, list) and shape and all(map(_is_size, shape)) for shape in shapes):
         return Reason.BAD_SHAPE
     data = [_flat(tensor["data"]) for tensor in tensors]
     if any(values is None for values in data):
         return Reason.BAD_SHAPE
     if len(tensors) == 1 and len(shapes[0]) == 2 and shapes[0][1] != 1:
         rows, width = shapes[0]
-        if not isinstance(width, int) or width < 1 or len(data[0]) != rows * width:
+        if width < 1 or len(data[0]) != rows * width:
             return Reason.BAD_SHAPE
         flat = data[0]
         return Frame(None, tuple(flat[i::width] for i in range(width)), rows)
@@ -237,6 +237,11 @@ def _open_inference(tensors: list[dict[str, Any]]) -> Frame | str:
         return Reason.BAD_SHAPE
     names = tuple(str(tensor["name"]) for tensor in tensors)
     return Frame(names, tuple(data), len(data[0]))
+
+
+def _is_size(dimension: Any) -> bool:
+    """A tensor dimension: a non-negative JSON integer (not ``10.0``, not ``true``)."""
+    return type(dimension) is int and dimension >= 0
 
 
 def _flat(data: Any) -> list[Any] | None:

@@ -391,9 +391,6 @@ def recorder_for(
             existing = _recorders[model, identity] = Recorder(
                 model, baseline, feature_names, store(), expose_baseline=expose_baseline
             )
-            store().ensure_files()  # lay out every series now, not in the first request
-            if multiprocess.enabled():
-                existing.publish_baseline(multiprocess.directory())
         elif baseline is None and list(existing.features) != list(feature_names):
             raise ValueError(
                 f"model {model!r} already records features {list(existing.features)} without a "

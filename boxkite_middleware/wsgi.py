@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from werkzeug.wsgi import get_content_length
-
 from . import multiprocess
 from .exposition import metrics_wsgi_app
-from .monitor import Exchange, Monitor, header, logger
+from .monitor import Exchange, Monitor, content_length, header, logger
 
 
 class WSGIMiddleware:
@@ -38,7 +36,7 @@ class WSGIMiddleware:
         if not self._checked_workers:
             self._check_workers(environ)
         exchange = self.monitor.exchange(
-            method, path, environ.get("CONTENT_TYPE"), get_content_length(environ)
+            method, path, environ.get("CONTENT_TYPE"), content_length(environ.get("CONTENT_LENGTH"))
         )
         if exchange is None:
             return self.app(environ, start_response)

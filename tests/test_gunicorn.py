@@ -58,7 +58,7 @@ class Gunicorn:
                 "--graceful-timeout",
                 "5",
                 *options,
-                f"tests.e2e_app:{app}",
+                app if ":" in app else f"tests.e2e_app:{app}",
             ],
             cwd=ROOT_DIR,
             env=env,
