@@ -54,7 +54,8 @@ def main() -> None:
     openmetrics = client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     ).get_data(as_text=True)
-    json.dump({"text": text, "openmetrics": openmetrics}, sys.stdout)
+    selected = client.get("/metrics?name[]=boxkite_requests_total").get_data(as_text=True)
+    json.dump({"text": text, "openmetrics": openmetrics, "selected": selected}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -265,3 +265,32 @@ def test_header_names_match_in_any_case(name):
     result = scrape()
     assert result.value("boxkite_requests_total", model=model, reason="ok") == 1
     assert result.value("boxkite_inference_category_total", model=model, category="cat") == 1
+
+
+@pytest.mark.parametrize("length", ["²", "١٢", "-1", "1e3", " 12"])
+def test_a_content_length_that_is_no_ascii_number_passes_through(length):
+    """``"²".isdigit()`` is true and ``int("²")`` raises: such a header reached the server."""
+    import asyncio
+
+    async def app(scope, receive, send):
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    wrapped = ASGIMiddleware(app, baseline=mixed_baseline(), model="length")
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", length.encode())],
+    }
+    asyncio.run(wrapped(scope, receive, send))
+    assert [message.get("status", message.get("body")) for message in sent] == [200, b"{}"]

@@ -144,6 +144,9 @@ def test_multiprocess_scrape_aggregates_workers_and_stays_valid(tmp_path):
     ) == sum(x.counts)
     assert len(families["boxkite_feature_value"].samples) > 0
     assert scrapes["text"].count("# HELP boxkite_feature_value ") == 1
+    selected = Scrape(scrapes["selected"])  # name[] selects in multi-process mode too
+    assert {s.name for s in selected.samples} == {"boxkite_requests_total"}
+    assert selected.value("boxkite_requests_total", model="mp", reason="ok") == requests
     # Baselines are published once as documents, never in the summed counting files.
     published = [name for name in os.listdir(tmp_path) if "baseline" in name]
     assert len(published) == 1 and published[0].endswith(".json"), published

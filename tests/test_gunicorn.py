@@ -42,6 +42,8 @@ class Gunicorn:
         (baseline or mixed_baseline()).save(path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        metrics_port = (environment or {}).get("BOXKITE_METRICS_PORT")
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}" if metrics_port else self.url
         env = {**os.environ, "BOXKITE_TEST_BASELINE": str(path), **(environment or {})}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None) if environment is None else None
         self.process = subprocess.Popen(
@@ -110,7 +112,7 @@ class Gunicorn:
             return set(pool.map(one, range(count)))
 
     def scrape(self) -> Scrape:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=30) as response:
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=30) as response:
             return Scrape(response.read().decode())
 
     def stop(self) -> None:

@@ -92,6 +92,13 @@ def test_open_inference_protocol_is_not_mlflow_inputs():
     assert decode_request(json.dumps(cube).encode(), JSON) == Reason.UNKNOWN_FORMAT
 
 
+@pytest.mark.parametrize("shape", [[10.0, 2], [2, 1.0], [True, 2], [-1], ["2"], [2, None]])
+def test_open_inference_shapes_that_are_no_sizes_are_bad_shape(shape):
+    data = list(range(20))
+    body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP64", "data": data}]}
+    assert decode_request(json.dumps(body).encode(), JSON) == Reason.BAD_SHAPE
+
+
 def test_what_the_standard_library_accepts_is_still_read():
     frame = decode_request(
         b'{"columns": ["a"], "data": [[NaN], [Infinity], [-Infinity], [1e400]]}', JSON

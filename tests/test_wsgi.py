@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import uuid
 
 import pytest
@@ -341,3 +342,24 @@ def test_response_header_names_match_in_any_case(name):
     result = scrape()
     assert result.value("boxkite_requests_total", model=model, reason="ok") == 1
     assert result.value("boxkite_inference_category_total", model=model, category="cat") == 1
+
+
+@pytest.mark.parametrize("length", ["²", "١٢", "-1", "1e3"])
+def test_a_content_length_that_is_no_ascii_number_passes_through(length):
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read(2)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    wrapped = BoxkiteMiddleware(app, baseline=mixed_baseline(), model="length")
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/invocations",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": length,
+        "wsgi.input": io.BytesIO(b"{}"),
+    }
+    statuses = []
+    iterable = wrapped(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert b"".join(iterable) == b"{}" and statuses == ["200 OK"]
+    iterable.close()

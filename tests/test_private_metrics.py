@@ -1,0 +1,195 @@
+"""Metrics off the model's port: a separate listener, and no training histograms at all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from werkzeug.test import Client
+
+from boxkite_middleware import BoxkiteMiddleware
+
+from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, post, split_body
+from .test_gunicorn import Gunicorn, assert_exact
+
+
+def _app(environ, start_response):
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"predictions": ["cat"]}']
+
+
+def test_expose_baseline_false_serves_no_training_histograms():
+    wrapped = BoxkiteMiddleware(
+        _app, baseline=mixed_baseline(), model="secret", expose_baseline=False
+    )
+    assert post(wrapped, split_body({"x": [1.0]})) == 200
+    scrape = Scrape(Client(wrapped).get("/metrics").get_data(as_text=True))
+    assert scrape.value("boxkite_requests_total", model="secret", reason="ok") == 1
+    assert scrape.find("boxkite_feature_value_bucket", model="secret", feature="x")
+    assert not [s for s in scrape.find("boxkite_baseline_info") if s.labels["model"] == "secret"]
+    assert not [
+        s for s in scrape.samples if "_baseline" in s.name and s.labels.get("model") == "secret"
+    ]
+
+
+def test_one_model_cannot_be_both_exposed_and_hidden():
+    BoxkiteMiddleware(_app, baseline=mixed_baseline(), model="both")
+    with pytest.raises(ValueError, match="expose_baseline"):
+        BoxkiteMiddleware(_app, baseline=mixed_baseline(), model="both", expose_baseline=False)
+
+
+@pytest.mark.slow
+def test_gunicorn_master_serves_metrics_on_their_own_port(tmp_path):
+    """The master never loaded the app (no --preload): it serves every worker's counts and
+    the baseline the workers published; the model's port answers no /metrics."""
+    metrics_port = free_port()
+    server = Gunicorn(tmp_path, "wsgi", environment={"BOXKITE_METRICS_PORT": str(metrics_port)})
+    try:
+        server.post(40)
+        assert_exact(server, 40, scrapes=4)  # includes the baseline, served exactly once
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"{server.url}/metrics", timeout=10)
+        assert answer.value.code == 404  # Flask's own answer: the route is the app's
+        listener = subprocess.run(
+            ["ss", "-ltnp", f"sport = :{metrics_port}"], capture_output=True, text=True
+        ).stdout
+        assert f"pid={server.process.pid}," in listener, listener  # the master holds it
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_uvicorn_workers_first_to_bind_serves_everyones_counts(tmp_path):
+    directory = tmp_path / "metrics"
+    directory.mkdir(mode=0o700)
+    baseline = tmp_path / "histogram.prom"
+    mixed_baseline().save(baseline)
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "BOXKITE_METRICS_PORT": str(metrics_port),
+        "BOXKITE_METRICS_HOST": "127.0.0.1",
+        "BOXKITE_TEST_BASELINE": str(baseline),
+    }
+    command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "tests.e2e_app:asgi"],
+        cwd=ROOT_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/docs")
+        body = split_body({"x": [1.0, 2.0], "colour": ["red", "blue"]})
+        for _ in range(30):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+        deadline = time.monotonic() + 5
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
+            scrape = Scrape(text.decode())
+            if scrape.value("boxkite_requests_total", model="e2e", reason="ok") == 30:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert scrape.value("e2e_answered_total") == 30  # the app's own, from both workers
+        assert scrape.find("boxkite_feature_value_baseline_bucket", model="e2e", feature="x")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_uvicorn_workers_fold_the_files_of_workers_that_died(tmp_path):
+    """uvicorn has no master hooks: each worker folds, as it starts, the files of processes
+    that have ended, so killed workers' files do not pile up and nothing is lost."""
+    directory = tmp_path / "metrics"
+    directory.mkdir(mode=0o700)
+    baseline = tmp_path / "histogram.prom"
+    mixed_baseline().save(baseline)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "BOXKITE_TEST_BASELINE": str(baseline),
+    }
+    command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "tests.e2e_app:asgi"],
+        cwd=ROOT_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def workers() -> list[int]:
+        """The spawned workers (not multiprocessing's resource tracker)."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True
+        )
+        return [int(pid) for pid in found.stdout.split()]
+
+    def post(count: int) -> None:
+        body = split_body({"x": [1.0], "colour": ["red"]})
+        for _ in range(count):
+            request = urllib.request.Request(
+                f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+
+    def counted() -> float:
+        text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+        return Scrape(text).value("boxkite_requests_total", model="e2e", reason="ok")
+
+    try:
+        _wait_for(f"{url}/docs")
+        for kill in range(1, 7):
+            post(10)
+            deadline = time.monotonic() + 5
+            while counted() < 10 * kill:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            victim = workers()[0]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while victim in workers() or len(workers()) < 2:
+                assert time.monotonic() < deadline, "uvicorn did not replace its worker"
+                time.sleep(0.1)
+            _wait_for(f"{url}/docs")
+        post(1)  # the last replacement has started and folded
+        for _ in range(4):
+            assert counted() == 61
+        ours = sorted(p.name for p in directory.glob("*_boxkite_*.db"))
+        assert len(ours) <= 2 * 2, ours  # two live workers' files; six dead ones folded
+        assert len(list(directory.glob("counter_*.db"))) <= 2 * 2 + 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def _wait_for(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer"
+            time.sleep(0.2)
