@@ -67,37 +67,12 @@ def test_gunicorn_master_serves_metrics_on_their_own_port(tmp_path):
 
 @pytest.mark.slow
 def test_uvicorn_workers_first_to_bind_serves_everyones_counts(tmp_path):
-    directory = tmp_path / "metrics"
-    directory.mkdir(mode=0o700)
-    baseline = tmp_path / "histogram.prom"
-    mixed_baseline().save(baseline)
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "BOXKITE_METRICS_PORT": str(metrics_port),
-        "BOXKITE_METRICS_HOST": "127.0.0.1",
-        "BOXKITE_TEST_BASELINE": str(baseline),
-    }
-    command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "tests.e2e_app:asgi"],
-        cwd=ROOT_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    metrics_port = free_port()
+    server = UvicornWorkers(
+        tmp_path, BOXKITE_METRICS_PORT=str(metrics_port), BOXKITE_METRICS_HOST="127.0.0.1"
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/docs")
-        body = split_body({"x": [1.0, 2.0], "colour": ["red", "blue"]})
-        for _ in range(30):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=body,
-                headers={"Content-Type": "application/json"},
-            )
-            urllib.request.urlopen(request, timeout=10).read()
+        server.post(30)
         deadline = time.monotonic() + 5
         while True:
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
@@ -109,79 +84,90 @@ def test_uvicorn_workers_first_to_bind_serves_everyones_counts(tmp_path):
         assert scrape.value("e2e_answered_total") == 30  # the app's own, from both workers
         assert scrape.find("boxkite_feature_value_baseline_bucket", model="e2e", feature="x")
         with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            urllib.request.urlopen(f"{server.url}/metrics", timeout=10)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+        server.stop()
 
 
 @pytest.mark.slow
 def test_uvicorn_workers_fold_the_files_of_workers_that_died(tmp_path):
     """uvicorn has no master hooks: each worker folds, as it starts, the files of processes
     that have ended, so killed workers' files do not pile up and nothing is lost."""
-    directory = tmp_path / "metrics"
-    directory.mkdir(mode=0o700)
-    baseline = tmp_path / "histogram.prom"
-    mixed_baseline().save(baseline)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "BOXKITE_TEST_BASELINE": str(baseline),
-    }
-    command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "tests.e2e_app:asgi"],
-        cwd=ROOT_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def workers() -> list[int]:
-        """The spawned workers (not multiprocessing's resource tracker)."""
-        found = subprocess.run(
-            ["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True
-        )
-        return [int(pid) for pid in found.stdout.split()]
-
-    def post(count: int) -> None:
-        body = split_body({"x": [1.0], "colour": ["red"]})
-        for _ in range(count):
-            request = urllib.request.Request(
-                f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
-            )
-            urllib.request.urlopen(request, timeout=10).read()
+    server = UvicornWorkers(tmp_path)
 
     def counted() -> float:
-        text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+        text = urllib.request.urlopen(f"{server.url}/metrics", timeout=10).read().decode()
         return Scrape(text).value("boxkite_requests_total", model="e2e", reason="ok")
 
     try:
-        _wait_for(f"{url}/docs")
         for kill in range(1, 7):
-            post(10)
+            server.post(10)
             deadline = time.monotonic() + 5
             while counted() < 10 * kill:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            victim = workers()[0]
+            victim = server.workers()[0]
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while victim in workers() or len(workers()) < 2:
+            while victim in server.workers() or len(server.workers()) < 2:
                 assert time.monotonic() < deadline, "uvicorn did not replace its worker"
                 time.sleep(0.1)
-            _wait_for(f"{url}/docs")
-        post(1)  # the last replacement has started and folded
+            _wait_for(f"{server.url}/docs")
+        server.post(1)  # the last replacement has started and folded
         for _ in range(4):
             assert counted() == 61
-        ours = sorted(p.name for p in directory.glob("*_boxkite_*.db"))
+        ours = sorted(p.name for p in server.directory.glob("*_boxkite_*.db"))
         assert len(ours) <= 2 * 2, ours  # two live workers' files; six dead ones folded
-        assert len(list(directory.glob("counter_*.db"))) <= 2 * 2 + 1
+        assert len(list(server.directory.glob("counter_*.db"))) <= 2 * 2 + 1
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+        server.stop()
+
+
+class UvicornWorkers:
+    """``uvicorn --workers 2`` on the e2e ASGI app with an exported directory."""
+
+    def __init__(self, tmp_path, **environment: str) -> None:
+        self.directory = tmp_path / "metrics"
+        self.directory.mkdir(mode=0o700)
+        baseline = tmp_path / "histogram.prom"
+        mixed_baseline().save(baseline)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.directory),
+            "BOXKITE_TEST_BASELINE": str(baseline),
+            **environment,
+        }
+        command = ["uvicorn", "--workers", "2", "--port", self.url.rsplit(":", 1)[1]]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *command, "--host", "127.0.0.1", "tests.e2e_app:asgi"],
+            cwd=ROOT_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(f"{self.url}/docs")
+
+    def workers(self) -> list[int]:
+        """The spawned workers (not multiprocessing's resource tracker)."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid), "-f", "spawn_main"],
+            capture_output=True,
+            text=True,
+        )
+        return [int(pid) for pid in found.stdout.split()]
+
+    def post(self, count: int) -> None:
+        body = split_body({"x": [1.0, 2.0], "colour": ["red", "blue"]})
+        for _ in range(count):
+            request = urllib.request.Request(
+                f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.communicate(timeout=30)
 
 
 def _wait_for(url: str) -> None:
