@@ -156,18 +156,30 @@ def decode(data: bytes) -> Iterator[tuple[str, float, float]]:
         position += 16
 
 
+_checked = False
+
+
 def self_check(path: str) -> None:
     """Write a file the way we do and read it with prometheus_client, and the reverse: a
-    release that changed its layout fails here, at start-up, not in silently wrong counts."""
+    release that changed its layout fails here, at start-up, not in silently wrong counts.
+    Once per process."""
+    global _checked
+    if _checked:
+        return
     from prometheus_client.mmap_dict import MmapedDict
 
     probe = os.path.join(path, f".boxkite-check-{os.getpid()}-{secrets.token_hex(4)}")
     expected = {'["a", "a", {"le": "1.0"}, ""]': 3.0, '["b", "bb", {}, "é"]': 0.5}
     try:
         data, _ = encode(expected.items())
-        with open(probe, "wb") as file:
-            file.write(data)
-        theirs = {key: value for key, value, _, _ in MmapedDict.read_all_values_from_file(probe)}
+        descriptor = os.open(probe, _open_flags(os.O_WRONLY, os.O_CREAT, os.O_EXCL), 0o600)
+        _write_all(descriptor, data)
+        os.close(descriptor)
+        try:
+            read = MmapedDict.read_all_values_from_file(probe)
+            theirs = {key: value for key, value, _, _ in read}
+        except (RuntimeError, ValueError, struct.error):
+            theirs = {}
         os.remove(probe)
         written = MmapedDict(probe)
         for key, value in expected.items():
@@ -183,6 +195,7 @@ def self_check(path: str) -> None:
             "this prometheus_client release lays out its multiprocess files differently; "
             "boxkite-middleware cannot share them (pin prometheus-client to a supported release)"
         )
+    _checked = True
 
 
 # -- this process's own files -----------------------------------------------------------------

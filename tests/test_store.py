@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -118,3 +119,37 @@ def test_series_added_later_keep_earlier_counts(tmp_path):
     (grown,) = tmp_path.glob(f"counter_boxkite_{os.getpid()}_*.db")  # replaced, not added
     assert grown.stat().st_size > 65536
     assert _scraped(tmp_path)["boxkite_requests_total", "3"] == 7
+
+
+def test_the_file_layout_self_check_catches_a_different_layout(tmp_path, monkeypatch):
+    from boxkite_middleware import multiprocess
+
+    monkeypatch.setattr(multiprocess, "_checked", False)
+    multiprocess.self_check(str(tmp_path))  # the installed prometheus_client agrees
+    assert not list(tmp_path.iterdir())  # and the probe is gone
+    monkeypatch.setattr(multiprocess, "_checked", False)
+    monkeypatch.setattr(multiprocess, "_DOUBLES", __import__("struct").Struct("ff"))
+    with pytest.raises(RuntimeError, match="lays out its multiprocess files differently"):
+        multiprocess.self_check(str(tmp_path))
+
+
+def test_the_collector_pause_is_counted_across_threads():
+    import gc
+
+    from boxkite_middleware.monitor import _CollectorPause
+
+    pause = _CollectorPause()
+    assert gc.isenabled()
+    pause.__enter__()  # thread A starts recording
+    pause.__enter__()  # thread B too
+    pause.__exit__()  # B is done: A is still recording
+    assert not gc.isenabled()
+    pause.__exit__()
+    assert gc.isenabled()
+    gc.disable()  # the app's own choice is kept
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
