@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import table  # noqa: E402
-from boxkite_middleware import BoxkiteMiddleware  # noqa: E402
-from boxkite_middleware.monitor import DEFAULT_MAX_BODY_BYTES  # noqa: E402
-from tests.helpers import wine_baseline, wine_like  # noqa: E402
+from benchmarks.common import table
+from boxkite_middleware import BoxkiteMiddleware
+from boxkite_middleware.monitor import DEFAULT_MAX_BODY_BYTES
+from tests.helpers import wine_baseline, wine_like
 
 
 def app(environ, start_response):

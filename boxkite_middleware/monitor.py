@@ -231,6 +231,10 @@ class Exchange:
         self._response_encoding = ""
         self._finished = False
 
+    @property
+    def copied_bytes(self) -> int:
+        return len(self._request or b"") + len(self._response or b"")
+
     def request_data(self, data: bytes) -> None:
         if self._request is not None:
             if len(self._request) + len(data) > self._limit:
