@@ -389,28 +389,14 @@ def fold(path: str, *, dead_pids: Iterable[int] = (), wait: float = 0.05) -> int
 
 
 def _fold_kind(path: str, kind: str, dead: list[str]) -> None:
-    from prometheus_client.mmap_dict import mmap_key
-    from prometheus_client.multiprocess import MultiProcessCollector
-
+    """Add the dead files into the archive, key by key: for counters, histograms (whose files
+    hold each bucket's own count) and summaries the sum is exactly what a scrape adds up."""
     archive = os.path.join(path, f"{kind}_{ARCHIVE}.db")
-    readable = [file for file in dead if os.path.getsize(file) >= _HEADER]
-    sources = [*readable, *([archive] if os.path.exists(archive) else [])]
-    merged = MultiProcessCollector.merge(sources, accumulate=False)
-    entries = [
-        (
-            mmap_key(
-                metric.name,
-                sample.name,
-                list(sample.labels),
-                list(sample.labels.values()),
-                metric.documentation,
-            ),
-            sample.value,
-        )
-        for metric in merged
-        for sample in metric.samples
-    ]
-    data, _ = encode(entries)
+    totals: dict[str, float] = {}
+    for file in (archive, *dead):
+        for key, value, _ in decode(_read(file) or b""):
+            totals[key] = totals.get(key, 0.0) + value
+    data, _ = encode(totals.items())
     temporary = f"{archive}.{secrets.token_hex(4)}.tmp"
     descriptor = os.open(temporary, _open_flags(os.O_WRONLY, os.O_CREAT, os.O_EXCL), 0o644)
     try:
