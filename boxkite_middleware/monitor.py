@@ -19,7 +19,14 @@ from typing import AnyStr
 
 from . import exposition, multiprocess
 from .baseline import Baseline
-from .payload import CSV_TYPES, Reason, decode_request, decode_response, is_json
+from .payload import (
+    CSV_TYPES,
+    Frame,
+    Reason,
+    decode_any_request,
+    decode_response,
+    is_json,
+)
 from .recorder import Recorder, recorder_for
 from .store import store
 
@@ -276,9 +283,9 @@ class Exchange:
             return self._recorder.skip(Reason.ERROR_STATUS)
         if self._request is None:
             return self._recorder.skip(Reason.TOO_LARGE)
-        frame = decode_request(self._request, self._request_type)
-        if isinstance(frame, str):
-            return self._recorder.skip(frame)
+        frames = decode_any_request(self._request, self._request_type)
+        if isinstance(frames, str):
+            return self._recorder.skip(frames)
         predictions = (
             self._response_skip
             if self._response is None
@@ -286,5 +293,8 @@ class Exchange:
                 self._response, self._response_type, self._response_encoding, self._limit
             )
         )
-        self._recorder.record(frame, predictions)
+        if isinstance(frames, Frame):
+            self._recorder.record(frames, predictions)
+        else:
+            self._recorder.record_slices(frames, predictions)
         return None

@@ -12,10 +12,11 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import slices
 from .binning import numeric_or_text
 
 try:  # A fast parser where it pays; the standard library for what it refuses.
@@ -58,6 +59,13 @@ def is_json(media_type: str) -> bool:
     return media_type in JSON_TYPES or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+SLICED_BYTES = 64 * 1024
+"""JSON requests beyond this whose rows are all numbers are read a slice of rows at a time
+(`decode_large_request`): parsed whole they would cost 17-37 times their size in memory."""
+LARGE_BODY_BYTES = 1024 * 1024
+"""JSON requests beyond this are read only that way (others are skipped as too large)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,49 @@ def decode_request(body: bytes | bytearray, media_type: str) -> Frame | str:
     except (ValueError, RecursionError):
         return Reason.UNDECODABLE
     return _frame(document)
+
+
+def decode_any_request(
+    body: bytes | bytearray, media_type: str
+) -> Frame | Iterator[Frame | str] | str:
+    """`decode_request`, or for a large JSON body of number rows `decode_large_request`."""
+    if len(body) > SLICED_BYTES and is_json(media_type):
+        sliced = decode_large_request(body)
+        if sliced != Reason.TOO_LARGE or len(body) > LARGE_BODY_BYTES:
+            return sliced
+    return decode_request(body, media_type)
+
+
+def decode_large_request(body: bytes | bytearray) -> Iterator[Frame | str] | str:
+    """A JSON request too large to parse whole (`LARGE_BODY_BYTES`), as frames of a slice of
+    rows each (`slices`); ``too_large`` unless its rows are all numbers."""
+    parts = slices.split(body)
+    if parts is None:
+        return Reason.TOO_LARGE
+    skeleton, pieces = parts
+    head = decode_request(skeleton, "application/json")
+    if isinstance(head, str):
+        return head
+    if head.rows:  # rows outside the array that was cut out: not a shape we know
+        return Reason.BAD_SHAPE
+    return _sliced_frames(head.names, pieces)
+
+
+def _sliced_frames(names: tuple[str, ...] | None, pieces: Iterable[bytes]) -> Iterator[Frame | str]:
+    width = None if names is None else len(names)
+    for piece in pieces:
+        try:
+            rows = loads(piece)
+        except (ValueError, RecursionError):
+            yield Reason.UNDECODABLE
+            return
+        if width is None:  # unnamed rows: as wide as the first
+            width = len(rows[0]) if rows and isinstance(rows[0], list) else 0
+        columns = _transpose(rows, width)
+        if columns is None:
+            yield Reason.BAD_SHAPE
+            return
+        yield Frame(names, columns, len(rows))
 
 
 def _frame(document: Any) -> Frame | str:

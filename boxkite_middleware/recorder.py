@@ -291,13 +291,48 @@ class Recorder:
         if not self.features:
             self.skip(Reason.NO_BASELINE)
             return Reason.NO_BASELINE
-        matched = self._match(frame)
-        if matched is None:
+        increments = Increments()
+        planned = self._plan_features(frame, increments)
+        if planned is None:
             self.skip(Reason.NO_FEATURES)
             return Reason.NO_FEATURES
-        pairs, extra = matched
+        numeric, extra = planned  # numeric outputs join these: one matrix for the request
+        return self._finish(increments, predictions, frame.rows, extra, numeric)
+
+    def record_slices(
+        self, frames: Iterable[Frame | str], predictions: Mapping[str, Sequence[Any]] | str
+    ) -> str:
+        """Count one request read in slices of rows (`payload.decode_large_request`); a slice
+        that cannot be read ends it uncounted, with its reason. Between slices the planned
+        increments are compacted to one amount per series, so memory stays per slice."""
+        if not self.features:
+            self.skip(Reason.NO_BASELINE)
+            return Reason.NO_BASELINE
         increments = Increments()
-        numeric = []  # numeric features and outputs with a value per row: tallied together
+        rows = extra = 0
+        for frame in frames:
+            if isinstance(frame, str):
+                self.skip(frame)
+                return frame
+            planned = self._plan_features(frame, increments)
+            if planned is None:
+                self.skip(Reason.NO_FEATURES)
+                return Reason.NO_FEATURES
+            numeric, extra = planned
+            if numeric:
+                self.numeric.plan(numeric, frame.rows, increments)
+            increments.compact()
+            rows += frame.rows
+        return self._finish(increments, predictions, rows, extra, [])
+
+    def _plan_features(self, frame: Frame, increments: Increments) -> tuple[list, int] | None:
+        """Plan a frame's categorical and missing features; return its numeric ones (to be
+        tallied as one matrix) and the count of extra columns; None if no feature matched."""
+        matched = self._match(frame)
+        if matched is None:
+            return None
+        pairs, extra = matched
+        numeric = []
         for column, values in pairs:
             if values is None:  # the request lacks this feature: every row is missing it
                 increments.add(COUNTER, column.missing_slot, frame.rows)
@@ -305,6 +340,18 @@ class Recorder:
                 numeric.append((column, values))
             else:
                 column.plan(values, increments)
+        return numeric, extra
+
+    def _finish(
+        self,
+        increments: Increments,
+        predictions: Mapping[str, Sequence[Any]] | str,
+        rows: int,
+        extra: int,
+        numeric: list,
+    ) -> str:
+        """Plan the predictions (numeric ones with a value per row join ``numeric``), the
+        extra columns and the outcome, then apply the whole request at once."""
         if isinstance(predictions, str):
             reason = predictions
         else:
@@ -312,13 +359,13 @@ class Recorder:
             for name, column in self.outputs.items():
                 if name in predictions:
                     values = predictions[name]
-                    if isinstance(column, NumericColumn) and len(values) == frame.rows:
+                    if isinstance(column, NumericColumn) and len(values) == rows:
                         numeric.append((column, values))
                     else:
                         self.plan(column, values, increments)
                     reason = Reason.OK
         if numeric:
-            self.numeric.plan(numeric, frame.rows, increments)
+            self.numeric.plan(numeric, rows, increments)
         if extra:
             increments.add(COUNTER, self._extra_slot, extra)
         increments.add(COUNTER, self._outcome_slots["recorded", reason], 1)

@@ -76,6 +76,16 @@ class Increments:
         self.slots[block].append(slot)
         self.amounts[block].append(amount)
 
+    def compact(self) -> None:
+        """Turn the unit arrays into one amount per distinct slot: a request read in slices
+        then holds a few hundred amounts, not one slot per value it had."""
+        for block, units in enumerate(self.units):
+            if units:
+                slots, counts = np.unique(np.concatenate(units), return_counts=True)
+                self.slots[block].extend(slots.tolist())
+                self.amounts[block].extend(counts.tolist())
+                units.clear()
+
 
 class _Block:
     """The series of one metric type: slot ``i`` is ``array[positions[i]]``.
