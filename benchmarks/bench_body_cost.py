@@ -82,6 +82,56 @@ def cpu(target, body: bytes, repeats: int) -> float:
     return statistics.median(timings)
 
 
+def loop_stall(body: bytes, model: str) -> tuple[float, float]:
+    """Record ``body`` under ASGI while a ticker sleeps 1 ms at a time on the same event loop:
+    the ticker's longest gap and how long the request took, in seconds."""
+    import asyncio
+
+    from boxkite_middleware import ASGIMiddleware
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    wrapped = ASGIMiddleware(app, baseline=wine_baseline(), model=model)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"application/json")],
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        pass
+
+    async def run() -> tuple[float, float]:
+        gaps = [0.0]
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        await wrapped(scope, receive, send)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await ticking
+        return max(gaps), elapsed
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     wrapped = BoxkiteMiddleware(app, baseline=wine_baseline(), model="bench")
     rows = []
@@ -102,6 +152,19 @@ def main() -> None:
                 ]
             )
     print(table(["shape", "body", "peak extra memory", "× body", "extra CPU"], rows))
+    print()
+    from boxkite_middleware import asgi
+
+    stalls = []
+    body = one_value_body(2 << 20)
+    for where, threshold in (("on the loop", 1 << 40), ("off the loop", asgi.OFF_LOOP_BYTES)):
+        asgi.OFF_LOOP_BYTES, saved = threshold, asgi.OFF_LOOP_BYTES
+        try:
+            gap, elapsed = loop_stall(body, model=f"stall {where}")
+        finally:
+            asgi.OFF_LOOP_BYTES = saved
+        stalls.append([where, f"{elapsed * 1e3:.0f} ms", f"{gap * 1e3:.1f} ms"])
+    print(table(["2 MiB one-value rows recorded", "request", "longest event-loop gap"], stalls))
 
 
 if __name__ == "__main__":

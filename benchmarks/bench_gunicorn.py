@@ -117,15 +117,21 @@ def _wrk(url: str, script: Path, seconds: int) -> tuple[float, float]:
     return rate, float(p99.group(1)) * scale
 
 
-def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
-    results = []
+def _write_bodies(folder: Path) -> None:
+    """``post-{rows}.lua``: wrk scripts posting a pandas-split body of 1 and of 100 rows."""
     for size in (1, 100):
         body = folder / f"body-{size}.json"
         body.write_text(
             json.dumps({"columns": FEATURES, "data": rows(measurements(size, seed=9), FEATURES)})
         )
+        (folder / f"post-{size}.lua").write_text(LUA.format(body=body))
+
+
+def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
+    _write_bodies(folder)
+    results = []
+    for size in (1, 100):
         script = folder / f"post-{size}.lua"
-        script.write_text(LUA.format(body=body))
         figures: dict[str, list[tuple[float, float]]] = {"bare": [], "wrapped": []}
         for _ in range(rounds):
             for variant in ("bare", "wrapped"):
@@ -179,12 +185,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--scrapes-only", action="store_true", help="skip the throughput runs")
     arguments = parser.parse_args()
     if not (ROOT / "examples" / "flask_app" / "model.pkl").exists():
         subprocess.run(
             [sys.executable, str(ROOT / "examples" / "flask_app" / "train.py")], check=True
         )
     with tempfile.TemporaryDirectory() as folder:
+        if arguments.scrapes_only:
+            _write_bodies(Path(folder))
+            print(table(["workers", "scrape median ms", "body KiB"], scrapes(Path(folder))))
+            return
         print(
             table(
                 [

@@ -14,7 +14,10 @@ import errno
 import functools
 import gzip
 import json
+import os
+import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from . import families, fileformat, multiprocess
+from .baseline import BaselineError
 from .store import store
 
 LIVE_FAMILIES = (
@@ -146,16 +150,19 @@ class BaselineCollector:
             for recorder in recorders():
                 yield from recorder.baseline_metrics
         else:
-            for document in multiprocess.read_baselines(self._path):
-                yield from _published_metrics(json.dumps(document, sort_keys=True))
+            for file, version in multiprocess.published_baselines(self._path):
+                yield from _published_metrics(file, version)
 
 
 @functools.lru_cache(maxsize=64)
-def _published_metrics(document: str) -> list[Metric]:
-    """A published baseline's families, parsed once per process."""
-    published = json.loads(document)
-    baseline = fileformat.parse(published["file"], "published baseline")
-    return fileformat.metrics(baseline, published["labels"])
+def _published_metrics(file: str, version: int) -> list[Metric]:
+    """A published baseline's families, read and parsed once per version of its file."""
+    published = multiprocess.read_baseline(file)
+    try:
+        baseline = fileformat.parse(published["file"], file)  # type: ignore[index]
+        return fileformat.metrics(baseline, published["labels"])  # type: ignore[index]
+    except (TypeError, KeyError, BaselineError):  # not ours, or damaged: serve the rest
+        return []
 
 
 class ScrapeView:
@@ -168,27 +175,74 @@ class ScrapeView:
         return _Selected(scrape_registry(), list(names))
 
 
-_listening: dict[tuple[str, int], bool] = {}
+ENVIRONMENT = {
+    "port": "BOXKITE_METRICS_PORT",
+    "host": "BOXKITE_METRICS_HOST",
+    "certfile": "BOXKITE_METRICS_CERTFILE",
+    "keyfile": "BOXKITE_METRICS_KEYFILE",
+}
+"""The variables that configure a separate listener (the gunicorn configuration reads them)."""
 
 
-def serve_metrics(
-    port: int, host: str = "0.0.0.0", *, certfile: str | None = None, keyfile: str | None = None
-) -> bool:
-    """Serve scrapes on their own listener (prometheus_client's server, on a daemon thread);
-    False if another process already holds the port (the first to bind serves everyone's
-    counts in multi-process mode)."""
-    from prometheus_client.exposition import start_http_server
+@dataclass(frozen=True)
+class Listener:
+    """Scrapes served on their own port, off the model's: prometheus_client's own server on
+    a daemon thread, with TLS when a certificate is given."""
 
-    if (host, port) in _listening:
-        return _listening[host, port]
-    try:
-        start_http_server(port, host, registry=ScrapeView(), certfile=certfile, keyfile=keyfile)
-        _listening[host, port] = True
-    except OSError as error:
-        if error.errno != errno.EADDRINUSE:
-            raise
-        _listening[host, port] = False
-    return _listening[host, port]
+    port: int
+    host: str = "0.0.0.0"
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        port: int | None = None,
+        host: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> Listener | None:
+        """The listener these options ask for, each falling back to its variable; None
+        without a port."""
+        given = {"port": port, "host": host, "certfile": certfile, "keyfile": keyfile}
+        settings = {
+            name: os.environ.get(ENVIRONMENT[name]) if value is None else value
+            for name, value in given.items()
+        }
+        if not settings["port"]:
+            return None
+        return cls(
+            int(settings["port"]),
+            settings["host"] or "0.0.0.0",
+            settings["certfile"] or None,
+            settings["keyfile"] or None,
+        )
+
+    def serve(self) -> bool:
+        """Start serving; False if another process already holds the port (in multi-process
+        mode the first to bind serves everyone's counts)."""
+        from prometheus_client.exposition import start_http_server
+
+        with _listening_lock:
+            if self not in _listening:
+                try:
+                    start_http_server(
+                        self.port,
+                        self.host,
+                        registry=ScrapeView(),
+                        certfile=self.certfile,
+                        keyfile=self.keyfile,
+                    )
+                    _listening[self] = True
+                except OSError as error:
+                    if error.errno != errno.EADDRINUSE:
+                        raise
+                    _listening[self] = False
+            return _listening[self]
+
+
+_listening: dict[Listener, bool] = {}
+_listening_lock = threading.Lock()
 
 
 def render(

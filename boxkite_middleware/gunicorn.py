@@ -116,14 +116,13 @@ def on_starting(server: Any) -> None:
 
 @_never_raises
 def when_ready(server: Any) -> None:
-    """With ``BOXKITE_METRICS_PORT`` set, the master serves every worker's counts there."""
-    from .monitor import METRICS_HOST, METRICS_PORT
+    """With ``BOXKITE_METRICS_PORT`` set, the master serves every worker's counts there
+    (``BOXKITE_METRICS_HOST``, ``BOXKITE_METRICS_CERTFILE`` and ``…_KEYFILE`` too)."""
+    from .exposition import Listener
 
-    port = os.environ.get(METRICS_PORT)
-    if port:
-        from .exposition import serve_metrics
-
-        serve_metrics(int(port), os.environ.get(METRICS_HOST) or "0.0.0.0")
+    listener = Listener.configured()
+    if listener is not None:
+        listener.serve()
 
 
 @_never_raises

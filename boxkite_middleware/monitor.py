@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 import warnings
 from collections.abc import Iterable
@@ -29,9 +28,6 @@ from .payload import (
 )
 from .recorder import Recorder, recorder_for
 from .store import store
-
-METRICS_PORT, METRICS_HOST = "BOXKITE_METRICS_PORT", "BOXKITE_METRICS_HOST"
-"""Serve scrapes on their own listener (the gunicorn configuration reads them too)."""
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""
@@ -104,6 +100,8 @@ class Monitor:
         expose_baseline: bool = True,
         metrics_port: int | None = None,
         metrics_host: str | None = None,
+        metrics_certfile: str | None = None,
+        metrics_keyfile: str | None = None,
         pause_gc: bool = True,
     ) -> None:
         if isinstance(baseline, (str, Path)):
@@ -126,13 +124,12 @@ class Monitor:
             model, baseline, list(features or ()), expose_baseline=expose_baseline
         )
         self._prepare_files()
-        if metrics_port is None and os.environ.get(METRICS_PORT):
-            metrics_port = int(os.environ[METRICS_PORT])
-        if metrics_port is not None:
+        listener = exposition.Listener.configured(
+            metrics_port, metrics_host, metrics_certfile, metrics_keyfile
+        )
+        if listener is not None:
             metrics_path = None  # the app's own port no longer answers scrapes
-            exposition.serve_metrics(
-                metrics_port, metrics_host or os.environ.get(METRICS_HOST) or "0.0.0.0"
-            )
+            listener.serve()
         self.metrics_path = metrics_path
         self.paths = None if paths is None else frozenset(paths)
         self.max_body_bytes = max_body_bytes

@@ -482,14 +482,22 @@ def write_baseline(path: str, document: dict[str, Any]) -> None:
     os.rename(temporary, file)
 
 
-def read_baselines(path: str) -> list[dict[str, Any]]:
-    documents = []
+def published_baselines(path: str) -> list[tuple[str, int]]:
+    """Each published baseline's file and its version (``st_mtime_ns``): enough to tell,
+    without reading it, whether a baseline already parsed has changed."""
+    found = []
     for file in sorted(_glob(path, BASELINE_PREFIX + "*.json")):
-        data = _read(file)
-        if data:
-            with contextlib.suppress(ValueError):
-                documents.append(json.loads(data))
-    return documents
+        with contextlib.suppress(OSError):
+            found.append((file, os.lstat(file).st_mtime_ns))
+    return found
+
+
+def read_baseline(file: str) -> dict[str, Any] | None:
+    data = _read(file)
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
 
 
 # -- several workers without the directory ----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -179,3 +180,32 @@ def _wait_for(url: str) -> None:
         except OSError:
             assert time.monotonic() < deadline, f"{url} did not answer"
             time.sleep(0.2)
+
+
+def test_the_separate_listener_speaks_tls_with_a_certificate(tmp_path):
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*request, *names, "-keyout", str(key), "-out", str(certificate)],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    wrapped = BoxkiteMiddleware(
+        _app,
+        baseline=mixed_baseline(),
+        model="tls",
+        metrics_port=port,
+        metrics_host="127.0.0.1",
+        metrics_certfile=str(certificate),
+        metrics_keyfile=str(key),
+    )
+    assert post(wrapped, split_body({"x": [1.0]})) == 200
+    context = ssl.create_default_context(cafile=str(certificate))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context) as answer:
+        scrape = Scrape(answer.read().decode())
+    assert scrape.value("boxkite_requests_total", model="tls", reason="ok") == 1
+    with pytest.raises(OSError):  # no plain HTTP on that port
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    assert Client(wrapped).get("/metrics").data == b'{"predictions": ["cat"]}'  # the app's
