@@ -22,7 +22,6 @@ _NUMBER_ROWS = b"0123456789+-.eE,[] \t\r\nNaInfitylu"
 
 _ROWS_KEY = re.compile(rb'"(?:data|instances)"\s*:\s*(\[)\s*\[')
 _INDEX_KEY = re.compile(rb'"index"\s*:\s*(\[)')
-_LAST_ROW = re.compile(rb"\]\s*\]")
 _SCAN_BYTES = 1 << 20
 
 
@@ -30,12 +29,12 @@ def split(body: bytes | bytearray) -> tuple[bytes, Iterator[bytes]] | None:
     """``(skeleton, slices)``: the document with its rows array (``data`` or ``instances``,
     and a pandas ``index``) replaced by ``[]``, and the rows as JSON arrays of a few hundred
     KiB each; None unless the body has such an array of number rows."""
-    rows = _number_array(body, _ROWS_KEY, nested=True)
+    rows = _number_array(body, _ROWS_KEY)
     if rows is None:
         return None
     start, end = rows
     removed = [(start, end)]
-    index = _number_array(body, _INDEX_KEY, nested=False)
+    index = _number_array(body, _INDEX_KEY)
     if index is not None and (index[1] < start or index[0] > end):
         removed.append(index)
     skeleton = _without(body, sorted(removed))
@@ -44,20 +43,17 @@ def split(body: bytes | bytearray) -> tuple[bytes, Iterator[bytes]] | None:
     return skeleton, _slices(body, start, end)
 
 
-def _number_array(body: bytes | bytearray, key: re.Pattern, nested: bool) -> tuple[int, int] | None:
+def _number_array(body: bytes | bytearray, key: re.Pattern) -> tuple[int, int] | None:
     """``(start, end)`` of the first array under ``key`` made only of number bytes; ``end``
     is one past its closing bracket."""
     for match in key.finditer(body):
         start = match.start(1)
         stop = _first_other_byte(body, start)
-        if nested:
-            last = _LAST_ROW.search(body, start, stop)
-            if last is not None:
-                return start, last.end()
-        else:
-            close = body.find(b"]", start, stop)
-            if close != -1:
-                return start, close + 1
+        # In an object, what follows the array is a comma and a quoted key, or "}": the
+        # array's own closing bracket is the last one before the first other byte.
+        close = body.rfind(b"]", start, stop)
+        if close != -1 and body.count(b"[", start, close) == body.count(b"]", start, close + 1):
+            return start, close + 1
     return None
 
 
