@@ -81,8 +81,19 @@ def mounted(tmp_path):
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_directory_deleted_under_a_running_server(tmp_path):
-    server = Gunicorn(tmp_path, "wsgi")
+WORKER_CLASSES = {
+    "sync": ("tests.e2e_plain:wsgi", ()),
+    "gthread": ("tests.e2e_plain:wsgi", ("--worker-class", "gthread", "--threads", "4")),
+    "uvicorn": ("tests.e2e_plain:asgi", ("--worker-class", "uvicorn_worker.UvicornWorker")),
+}
+
+
+@pytest.mark.parametrize("kind", [*WORKER_CLASSES, "app with metrics of its own"])
+def test_directory_deleted_under_a_running_server(tmp_path, kind):
+    """The master makes the directory again at the next worker exit: an app with
+    prometheus_client metrics of its own could not boot a worker without it."""
+    app, options = WORKER_CLASSES.get(kind, ("wsgi", ()))
+    server = Gunicorn(tmp_path, app, *options)
     try:
         server.post(20)
         directory = server.directory()
@@ -93,11 +104,11 @@ def test_directory_deleted_under_a_running_server(tmp_path):
         server.stop()
 
 
-PLAIN = "tests.e2e_plain:wsgi"
-
-
-def test_directory_remounted_read_only(tmp_path, mounted):
-    server = Gunicorn(tmp_path, PLAIN, environment={"PROMETHEUS_MULTIPROC_DIR": str(mounted)})
+@pytest.mark.parametrize("kind", WORKER_CLASSES)
+def test_directory_remounted_read_only(tmp_path, mounted, kind):
+    app, options = WORKER_CLASSES[kind]
+    environment = {"PROMETHEUS_MULTIPROC_DIR": str(mounted)}
+    server = Gunicorn(tmp_path, app, *options, environment=environment)
     try:
         server.post(20)
         # Files open for writing forbid remounting read-only: stack a read-only mount over it
@@ -111,8 +122,11 @@ def test_directory_remounted_read_only(tmp_path, mounted):
         server.stop()
 
 
-def test_directory_full_to_the_last_byte(tmp_path, mounted):
-    server = Gunicorn(tmp_path, PLAIN, environment={"PROMETHEUS_MULTIPROC_DIR": str(mounted)})
+@pytest.mark.parametrize("kind", WORKER_CLASSES)
+def test_directory_full_to_the_last_byte(tmp_path, mounted, kind):
+    app, options = WORKER_CLASSES[kind]
+    environment = {"PROMETHEUS_MULTIPROC_DIR": str(mounted)}
+    server = Gunicorn(tmp_path, app, *options, environment=environment)
     try:
         server.post(20)
         filler = subprocess.run(
