@@ -1,32 +1,38 @@
 """Render ``/metrics`` from what is stored, the same way in both modes.
 
-Live families are rebuilt from ``key -> value`` entries, as prometheus_client's
-``MultiProcessCollector`` rebuilds its families, and by its own accumulation: in one process
-from `store.Store`, in multi-process mode from every worker's files (ours and the app's, so
-the app's metrics aggregate too). Baseline families come from memory (one process) or from the
-baseline documents in the directory (several), never from the counting files, where they would
-be summed over every worker.
+Everything is rebuilt from stored ``key -> value`` entries: in one process from `store.Store`,
+in multi-process mode from every worker's files (ours and the app's, so the app's metrics
+aggregate too). Our live families, many series whose lines never change, are written by
+`livetext`; the app's metrics are rebuilt as prometheus_client's ``MultiProcessCollector``
+does and encoded by prometheus_client; baseline families, constant, are encoded once per
+baseline. They come from memory (one process) or from the baseline documents in the directory
+(several), never from the counting files, where they would be summed over every worker.
+The collectors below serve the same families to prometheus_client's own registries and
+handlers, and to ``name[]`` selections.
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import gzip
 import json
 import os
+import ssl
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from . import families, fileformat, multiprocess
+from . import families, fileformat, livetext, multiprocess
 from .baseline import BaselineError
 from .store import store
 
@@ -91,13 +97,17 @@ def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-def _file_entries(files: Iterable[tuple[str, bytes]]) -> Iterator[Entry]:
+def _file_entries(files: Iterable[tuple[str, bytes]], *, ours: bool = True) -> Iterator[Entry]:
+    """Every file's entries; without ``ours``, only the app's (our own files are skipped)."""
     for name, data in files:
+        if not ours and f"_{multiprocess.OWN_INFIX}_" in name:
+            continue
         parts = name.removesuffix(".db").split("_")
         kind = parts[0]
         mode, pid = (parts[1], parts[2]) if kind == "gauge" and len(parts) > 2 else ("", "")
         for key, value, timestamp in multiprocess.decode(data):
-            yield kind, mode, pid, key, value, timestamp
+            if ours or not key.startswith(OURS):
+                yield kind, mode, pid, key, value, timestamp
 
 
 class StoreCollector:
@@ -107,6 +117,8 @@ class StoreCollector:
         return _describe(LIVE_FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
+        if _rendering.get():  # `render` writes these itself
+            return iter(())
         entries = (
             (series.family.kind, "", "", series.key, value, 0.0)
             for series, value in store().samples()
@@ -133,8 +145,10 @@ class BaselineCollector:
     def describe(self) -> list[Metric]:
         return _describe(BASELINE_FAMILIES)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, quiet: bool = True) -> Iterator[Metric]:
         """One family per name over every baseline."""
+        if quiet and _rendering.get():  # `render` adds these itself
+            return iter(())
         out: dict[str, Metric] = {}
         for metric in self._baseline_metrics():
             merged = out.get(metric.name)
@@ -163,16 +177,6 @@ def _published_metrics(file: str, version: int) -> list[Metric]:
         return fileformat.metrics(baseline, published["labels"])  # type: ignore[index]
     except (TypeError, KeyError, BaselineError):  # not ours, or damaged: serve the rest
         return []
-
-
-class ScrapeView:
-    """What a scrape serves, as the registry that prometheus_client's own servers take."""
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(scrape_registry().collect())
-
-    def restricted_registry(self, names: Iterable[str]) -> _Selected:
-        return _Selected(scrape_registry(), list(names))
 
 
 ENVIRONMENT = {
@@ -219,26 +223,38 @@ class Listener:
         )
 
     def serve(self) -> bool:
-        """Start serving; False if another process already holds the port (in multi-process
-        mode the first to bind serves everyone's counts)."""
-        from prometheus_client.exposition import start_http_server
-
+        """Start serving on a daemon thread; False if another process already holds the
+        port (in multi-process mode the first to bind serves everyone's counts)."""
         with _listening_lock:
             if self not in _listening:
                 try:
-                    start_http_server(
-                        self.port,
-                        self.host,
-                        registry=ScrapeView(),
-                        certfile=self.certfile,
-                        keyfile=self.keyfile,
-                    )
-                    _listening[self] = True
+                    _listening[self] = self._start()
                 except OSError as error:
                     if error.errno != errno.EADDRINUSE:
                         raise
                     _listening[self] = False
             return _listening[self]
+
+    def _start(self) -> bool:
+        """prometheus_client's threading server, serving `metrics_wsgi_app` (its own handler
+        would encode every sample itself, without `livetext`)."""
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, format: str, *arguments: Any) -> None:
+                """Scrapes are not worth a log line each."""
+
+        server = make_server(
+            self.host, self.port, metrics_wsgi_app, ThreadingWSGIServer, QuietHandler
+        )
+        if self.certfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.certfile, self.keyfile)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return True
 
 
 _listening: dict[Listener, bool] = {}
@@ -250,8 +266,11 @@ def render(
 ) -> tuple[bytes, list[tuple[str, str]]]:
     """The body and headers of a scrape, negotiated like prometheus_client's own handlers."""
     encoder, content_type = choose_encoder(accept or "")
-    registry = scrape_registry()
-    body = encoder(_Selected(registry, names) if names else registry)
+    if names:
+        body = encoder(_Selected(scrape_registry(), names))
+    else:
+        form = "openmetrics" if content_type.startswith("application/openmetrics") else "text"
+        body = _scrape_text(form, encoder).encode()
     headers = [("Content-Type", content_type)]
     if gzip_accepted(accept_encoding or ""):
         body = gzip.compress(body, compresslevel=1)
@@ -259,9 +278,140 @@ def render(
     return body, headers
 
 
+OURS = '["boxkite_'
+"""How every key of our families begins (``mmap_key`` is a JSON list, the family first)."""
+
+_rendering: contextvars.ContextVar[bool] = contextvars.ContextVar("rendering", default=False)
+
+
+def _scrape_text(form: str, encoder: Callable[[Any], bytes]) -> str:
+    """Our live families by `livetext`, then the baselines, then everything else."""
+    if multiprocess.enabled():
+        path = multiprocess.directory()
+        files = multiprocess.read_files(path)
+        keys, kinds, totals = _summed(files)
+        others: Any = _Metrics(rebuild(_file_entries(files, ours=False)))
+        baselines = _baseline_text(form, encoder, path)
+    else:
+        pairs = list(store().samples())
+        keys = tuple(series.key for series, _ in pairs)
+        kinds = tuple(series.family.kind for series, _ in pairs)
+        totals = np.array([value for _, value in pairs])
+        others = REGISTRY
+        baselines = _baseline_text(form, encoder, None)
+    live = livetext.layout(keys, kinds).render(totals, form) if keys else ""
+    token = _rendering.set(True)  # our collectors in the default registry stay silent
+    try:
+        rest = encoder(others).decode()
+    finally:
+        _rendering.reset(token)
+    return live + baselines + rest
+
+
+class _FileKeys:
+    """A file's keys and where their values are, read once per file and size."""
+
+    def __init__(self, data: bytes) -> None:
+        keys, positions = [], []
+        for key, position in multiprocess.positions(data):
+            if key.startswith(OURS):
+                keys.append(key)
+                positions.append(position // 8)
+        self.keys = keys
+        self.positions = np.array(positions, dtype=np.intp)
+
+
+_file_keys: dict[tuple[str, bytes], _FileKeys] = {}
+
+
+def _keys_of(name: str, data: bytes) -> _FileKeys:
+    """Cached by the file's name and its header (the bytes in use): files only grow, so the
+    same size means the same keys."""
+    handle = (name, data[:8])
+    found = _file_keys.get(handle)
+    if found is None:
+        if len(_file_keys) > 4096:
+            _file_keys.clear()
+        found = _file_keys[handle] = _FileKeys(data)
+    return found
+
+
+def _summed(files: list[tuple[str, bytes]]) -> tuple[tuple[str, ...], tuple[str, ...], Any]:
+    """Our keys over every file (in the order first met), their types, and their sums."""
+    per_file = [(name, data, _keys_of(name, data)) for name, data in files]
+    keys, kinds, indices = _union([(name, found) for name, _, found in per_file], files)
+    totals = np.zeros(len(keys))
+    for (_, data, found), index in zip(per_file, indices):
+        if found.keys:
+            values = np.frombuffer(data, dtype=np.float64, count=len(data) // 8)
+            totals[index] += values[found.positions]
+    return keys, kinds, totals
+
+
+_unions: dict[tuple, tuple[tuple, tuple, list]] = {}
+
+
+def _union(
+    per_file: list[tuple[str, _FileKeys]], files: list[tuple[str, bytes]]
+) -> tuple[tuple, tuple, list]:
+    """Our keys over these files, their types, and each file's keys' places among them:
+    the same until a file is added, removed or grows."""
+    handle = tuple((name, data[:8]) for name, data in files)
+    found = _unions.get(handle)
+    if found is not None:
+        return found
+    slots: dict[str, int] = {}
+    kinds: list[str] = []
+    indices = []
+    for name, keys in per_file:
+        kind = name.split("_", 1)[0]
+        index = []
+        for key in keys.keys:
+            if key not in slots:
+                slots[key] = len(slots)
+                kinds.append(kind)
+            index.append(slots[key])
+        indices.append(np.array(index, dtype=np.intp))
+    if len(_unions) > 64:
+        _unions.clear()
+    found = _unions[handle] = (tuple(slots), tuple(kinds), indices)
+    return found
+
+
+_baselines: dict[tuple, str] = {}
+
+
+def _baseline_text(form: str, encoder: Callable[[Any], bytes], path: str | None) -> str:
+    """The baseline families as prometheus_client encodes them, once per set of baselines
+    (without OpenMetrics' ``# EOF``: the scrape ends with one)."""
+    if path is None:
+        from .recorder import recorders
+
+        version: tuple = (form, tuple(id(recorder) for recorder in recorders()))
+    else:
+        version = (form, tuple(multiprocess.published_baselines(path)))
+    text = _baselines.get(version)
+    if text is None:
+        if len(_baselines) > 64:
+            _baselines.clear()
+        text = encoder(_Metrics(list(BaselineCollector(path).collect(quiet=False)))).decode()
+        text = _baselines[version] = text.removesuffix(livetext.EOF)
+    return text
+
+
+class _Metrics:
+    """Families already built, for an encoder."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
+
+
 def scrape_registry() -> CollectorRegistry:
-    """What a scrape serves: the default registry (the app's metrics and ours) in one process;
-    in several, everything in the directory, read afresh."""
+    """Every family through prometheus_client's collectors: the default registry (the app's
+    metrics and ours) in one process; in several, everything in the directory, read afresh."""
     if not multiprocess.enabled():
         register_collectors()
         return REGISTRY

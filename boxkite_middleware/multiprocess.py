@@ -140,6 +140,13 @@ def encode(entries: Iterable[tuple[str, float]]) -> tuple[bytes, list[int]]:
 
 def decode(data: bytes) -> Iterator[tuple[str, float, float]]:
     """``(key, value, timestamp)`` of a file's bytes; stops at a truncated entry."""
+    for key, position in positions(data):
+        value, timestamp = _DOUBLES.unpack_from(data, position)
+        yield key, value, timestamp
+
+
+def positions(data: bytes) -> Iterator[tuple[str, int]]:
+    """Each key of a file's bytes and its value's byte offset; stops at a truncated entry."""
     if len(data) < _HEADER:
         return
     used = min(_INT.unpack_from(data, 0)[0], len(data))
@@ -151,8 +158,7 @@ def decode(data: bytes) -> Iterator[tuple[str, float, float]]:
         position += length + (8 - (length + 4) % 8)
         if length < 0 or position + 16 > used:
             return
-        value, timestamp = _DOUBLES.unpack_from(data, position)
-        yield data[start : start + length].decode("utf-8"), value, timestamp
+        yield data[start : start + length].decode("utf-8"), position
         position += 16
 
 

@@ -55,7 +55,15 @@ def main() -> None:
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     ).get_data(as_text=True)
     selected = client.get("/metrics?name[]=boxkite_requests_total").get_data(as_text=True)
-    json.dump({"text": text, "openmetrics": openmetrics, "selected": selected}, sys.stdout)
+    from prometheus_client.exposition import generate_latest
+
+    from boxkite_middleware.exposition import scrape_registry
+
+    general = generate_latest(scrape_registry()).decode()  # every family by prometheus_client
+    json.dump(
+        {"text": text, "openmetrics": openmetrics, "selected": selected, "general": general},
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from werkzeug.test import Client
 
 from boxkite_middleware import BoxkiteMiddleware, metrics_wsgi_app
 
-from .helpers import ROOT_DIR, Scrape, mixed_baseline
+from .helpers import ROOT_DIR, Scrape, mixed_baseline, scrape
 from .multiprocess_scrape import HOSTILE_ROWS
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool")
@@ -110,6 +110,28 @@ def test_standalone_metrics_app_and_gzip():
 
 
 @needs_promtool
+def _identity(sample) -> tuple:
+    return sample.name, tuple(sorted(sample.labels.items())), sample.value
+
+
+def test_the_fast_scrape_equals_prometheus_clients_encoding_in_one_process():
+    from prometheus_client.exposition import generate_latest
+
+    from boxkite_middleware.exposition import scrape_registry
+
+    wrapped = BoxkiteMiddleware(lambda e, s: [], baseline=mixed_baseline(), model="same")
+    assert wrapped  # series exist (at 0) from here on, with every other test's
+    fast = scrape()
+    general = Scrape(generate_latest(scrape_registry()).decode())
+
+    def ours(result: Scrape) -> list[tuple]:  # the process's CPU time moves between the two
+        return sorted(_identity(s) for s in result.samples if s.name.startswith("boxkite_"))
+
+    assert ours(fast) == ours(general)
+    assert {s.name for s in fast.samples} == {s.name for s in general.samples}
+    assert fast.find("boxkite_feature_value_bucket", model="same")
+
+
 def test_multiprocess_scrape_aggregates_workers_and_stays_valid(tmp_path):
     environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     result = subprocess.run(
@@ -144,6 +166,8 @@ def test_multiprocess_scrape_aggregates_workers_and_stays_valid(tmp_path):
     ) == sum(x.counts)
     assert len(families["boxkite_feature_value"].samples) > 0
     assert scrapes["text"].count("# HELP boxkite_feature_value ") == 1
+    general = Scrape(scrapes["general"])  # what prometheus_client's encoder makes of it all
+    assert sorted(map(_identity, general.samples)) == sorted(map(_identity, scrape.samples))
     selected = Scrape(scrapes["selected"])  # name[] selects in multi-process mode too
     assert {s.name for s in selected.samples} == {"boxkite_requests_total"}
     assert selected.value("boxkite_requests_total", model="mp", reason="ok") == requests
