@@ -146,6 +146,7 @@ class Monitor:
                 multiprocess.self_check(path)
                 self.recorder.publish_baseline(path)
             store().ensure_files()
+            exposition.prepare()
         except (OSError, multiprocess.UnusableDirectory):
             log_failure("cannot write its metric files; requests pass through uncounted")
 
