@@ -61,7 +61,7 @@ def main() -> int:
             _step(f"stopping {name}")
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
-    print("\nDone. Point Prometheus at /metrics of every replica; see README, 'Drift in PromQL'.")
+    print("\nDone. Point Prometheus at /metrics of every replica; see docs/drift.md.")
     return 0
 
 

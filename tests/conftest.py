@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Wine Quality data when ../shared/data is present."""
+"""Shared fixtures: a sample of the real Wine Quality data (tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ settings.register_profile("boxkite", deadline=None)
 settings.load_profile("boxkite")
 
 ROOT = Path(__file__).resolve().parent.parent
-WINE = ROOT.parent / "shared" / "data" / "winequality-white.csv"
+WINE = Path(__file__).parent / "data" / "winequality-white-sample.csv"
 LEGACY = Path(__file__).parent / "data" / "boxkite-legacy-histogram.prom"
 
 
 @pytest.fixture(scope="session")
 def wine() -> dict[str, np.ndarray]:
-    """The 11 wine measurements and `quality`, by column name (skipped when absent)."""
-    if not WINE.exists():
-        pytest.skip("../shared/data/winequality-white.csv is not present")
+    """The 11 wine measurements and `quality`, by column name."""
     with WINE.open(newline="") as file:
         rows = list(csv.reader(file, delimiter=";"))
     values = np.array(rows[1:], dtype=np.float64)

@@ -27,7 +27,7 @@ CURL_VALUES = dict(
     zip(json.loads(CURL_BODY)["columns"], json.loads(CURL_BODY)["data"][0], strict=True)
 )
 
-WINE_STATS = {  # mean, std of the white Wine Quality columns (shared/data/README.md)
+WINE_STATS = {  # mean, std of the white Wine Quality columns (Cortez et al., 2009)
     "fixed acidity": (6.855, 0.8439),
     "volatile acidity": (0.2782, 0.1008),
     "citric acid": (0.3342, 0.1210),

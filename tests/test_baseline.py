@@ -33,13 +33,14 @@ def test_real_wine_measurements_are_continuous_without_empty_bins(wine):
     for name, column in baseline.features.items():
         assert isinstance(column, Histogram), name
         counts = np.array(column.counts)
-        assert counts.sum() == 4898 and column.missing == 0
+        assert counts.sum() == len(wine["quality"]) == 980 and column.missing == 0
         assert 10 <= len(counts) <= 50, name
         # No systematically empty bins: every bin but +Inf holds training values.
         assert np.count_nonzero(counts[:-1] == 0) == 0, name
     quality = baseline.inference["0"]
     assert isinstance(quality, Categories)
-    assert dict(quality.counts)["6"] == 2198 and dict(quality.counts)[OTHER] == 0
+    assert dict(quality.counts)["6"] == np.count_nonzero(wine["quality"] == 6) > 400
+    assert dict(quality.counts)[OTHER] == 0
 
 
 def _replay(column: Histogram, values) -> list[int]:

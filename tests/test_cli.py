@@ -62,10 +62,6 @@ def test_categorical_override(tmp_path):
 
 
 def test_real_wine_csv(tmp_path):
-    if not WINE.exists():
-        import pytest
-
-        pytest.skip("no shared data")
     output = tmp_path / "wine.prom"
     built = _cli("baseline", str(WINE), "-o", str(output), "--inference-column", "quality")
     assert built.returncode == 0, built.stderr

@@ -246,7 +246,7 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             f'boxkite:feature_missing_rate_change:{WINDOW}{{model="drift", feature="colour"}}'
         )
         assert got == pytest.approx(expected, abs=1e-9) and live_present > 0
-        # Thresholds: the formulas of the README on the n and m Prometheus recorded.
+        # Thresholds: the formulas of docs/drift.md on the n and m Prometheus recorded.
         n = prometheus.value(f'boxkite:feature_sample_size:{WINDOW}{{model="drift", feature="x"}}')
         m = prometheus.value('boxkite:feature_baseline_count{model="drift", feature="x"}')
         columns = len(baseline.features)
