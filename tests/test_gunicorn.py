@@ -338,3 +338,42 @@ def test_several_workers_without_the_directory_warn_at_start_up(tmp_path, server
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=30)
     assert ("PROMETHEUS_MULTIPROC_DIR was not set" in errors) == warns, errors[-2000:]
+
+
+def test_importing_the_configuration_loses_nothing(tmp_path):
+    """``gunicorn --check-config``, or a second launch pointed at a live directory, imports
+    the configuration and loads the app: a live process's files stay, a dead one's counts are
+    at most folded into the archive; only ``on_starting`` of a server that starts clears."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from boxkite_middleware import multiprocess
+
+    given = tmp_path / "metrics"
+    given.mkdir(mode=0o700)
+    key = mmap_key("app_requests", "app_requests_total", [], [], "An app's counter.")
+    for pid, value in ((os.getpid(), 5.0), (999_999, 7.0)):  # alive (this test), and dead
+        written = MmapedDict(str(given / f"counter_{pid}.db"))
+        written.write_value(key, value, 0.0)
+        written.close()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(given)}
+    subprocess.run(
+        [sys.executable, "-c", "import boxkite_middleware.gunicorn"], env=env, check=True
+    )
+    baseline = tmp_path / "histogram.prom"
+    mixed_baseline().save(baseline)
+    configuration = ["-c", "python:boxkite_middleware.gunicorn", "--check-config"]
+    checked = subprocess.run(
+        [sys.executable, "-m", "gunicorn", *configuration, "tests.e2e_plain:wsgi"],
+        cwd=ROOT_DIR,
+        env={**env, "BOXKITE_TEST_BASELINE": str(baseline)},
+        capture_output=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert (given / f"counter_{os.getpid()}.db").exists()
+    counted = sum(
+        value
+        for file in given.glob("counter_*.db")
+        for stored, value, _ in multiprocess.decode(file.read_bytes())
+        if stored == key
+    )
+    assert counted == 12.0
