@@ -7,14 +7,24 @@ Lifespan and websocket scopes pass through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .exposition import metrics_asgi_app
-from .monitor import Exchange, Monitor, content_length, header, logger
+from .monitor import Exchange, Options, content_length, header, logger, monitor_for
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .baseline import Baseline
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""The ASGI 3 types, spelled as starlette's ``types`` module spells them."""
 
 
 class ASGIMiddleware:
@@ -24,11 +34,16 @@ class ASGIMiddleware:
     ``ASGIMiddleware(app, baseline=...)``. Options are those of `Monitor`.
     """
 
-    def __init__(self, app: Any, baseline: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        baseline: Baseline | str | Path | None = None,
+        **options: Unpack[Options],
+    ) -> None:
         self.app = app
-        self.monitor = Monitor(baseline, **options)
+        self.monitor = monitor_for(self, baseline, options)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -254,8 +254,9 @@ class _ColumnBuilder:
         missing = numbers.size - present.size
         if name not in self.continuous and binning.is_discrete(present, self.max_categories):
             distinct, counts = np.unique(present, return_counts=True)
-            pairs = [(binning.canonical_category(v), int(c)) for v, c in zip(distinct, counts)]
-            return self._fold(dict(pairs), missing)
+            categories = map(binning.canonical_category, distinct)
+            pairs = {category: int(c) for category, c in zip(categories, counts) if category}
+            return self._fold(pairs, missing)
         ordered = np.sort(present)
         finite = ordered[
             np.searchsorted(ordered, -np.inf, "right") : np.searchsorted(ordered, np.inf, "left")

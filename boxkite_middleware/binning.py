@@ -70,7 +70,7 @@ def canonical_category(value: Any) -> str | None:
     if isinstance(value, str):
         return value[:MAX_CATEGORY_LENGTH] or None
     if isinstance(value, (int, np.integer)):
-        value = one_float(value) if abs(value) >= EXACT_INTEGERS else int(value)
+        value = one_float(value) if abs(int(value)) >= EXACT_INTEGERS else int(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (float, np.floating)):
@@ -246,9 +246,10 @@ class BucketTable:
             self._most = max(self._most, int(within.max()))
         padded = [np.append(column, [math.inf] * max(self._most, 1)) for column in columns]
         first_edge = np.cumsum([0] + [column.size for column in padded])
-        self._slot_below = np.concatenate([b + o for b, o in zip(below, offsets)] or [[0]])
-        self._edge_at = np.concatenate([b + f for b, f in zip(below, first_edge)] or [[0]])
-        self._edges = np.concatenate(padded or [[math.inf]])
+        nothing = [np.zeros(1, dtype=np.intp)]
+        self._slot_below = np.concatenate([b + o for b, o in zip(below, offsets)] or nothing)
+        self._edge_at = np.concatenate([b + f for b, f in zip(below, first_edge)] or nothing)
+        self._edges = np.concatenate(padded or [np.array([math.inf])])
         self._first_edge = self._edges[self._edge_at]  # one indirection less for most cells
 
     def lookup(self, numbers: np.ndarray, columns: Sequence[int] | None = None) -> np.ndarray:

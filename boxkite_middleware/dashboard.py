@@ -17,7 +17,7 @@ ONE = 'model="$model", feature="$feature"'
 
 
 def _target(expr: str, legend: str, instant: bool = False) -> dict[str, Any]:
-    target = {
+    target: dict[str, Any] = {
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "expr": expr,
         "legendFormat": legend,

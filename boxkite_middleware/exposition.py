@@ -21,7 +21,7 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -216,18 +216,18 @@ class Listener:
     ) -> Listener | None:
         """The listener these options ask for, each falling back to its variable; None
         without a port."""
-        given = {"port": port, "host": host, "certfile": certfile, "keyfile": keyfile}
-        settings = {
-            name: os.environ.get(ENVIRONMENT[name]) if value is None else value
-            for name, value in given.items()
-        }
-        if not settings["port"]:
+
+        def setting(name: str, value: object) -> str | None:
+            return os.environ.get(ENVIRONMENT[name]) if value is None else str(value)
+
+        chosen_port = setting("port", port)
+        if not chosen_port:
             return None
         return cls(
-            int(settings["port"]),
-            settings["host"] or "0.0.0.0",
-            settings["certfile"] or None,
-            settings["keyfile"] or None,
+            int(chosen_port),
+            setting("host", host) or "0.0.0.0",
+            setting("certfile", certfile) or None,
+            setting("keyfile", keyfile) or None,
         )
 
     def serve(self) -> bool:
@@ -468,7 +468,7 @@ def metrics_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes
     return [b"" if method == "HEAD" else body]
 
 
-async def metrics_asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def metrics_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     """An ASGI app serving `render`, on a worker thread so a slow scrape never blocks the loop."""
     import anyio.to_thread
 

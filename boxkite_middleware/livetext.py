@@ -133,7 +133,8 @@ class Layout:
 def _prefixes(metrics: list[Metric], form: str) -> tuple[list[tuple[str, range]], list[str]]:
     """prometheus_client's own text for these families at value 0, cut before each value:
     headers per family, and each sample line's prefix in order."""
-    pieces, prefixes = [], []
+    pieces: list[tuple[str, range]] = []
+    prefixes: list[str] = []
     for metric in metrics:
         text = _encode([metric], form)
         lines = text.splitlines(keepends=True)

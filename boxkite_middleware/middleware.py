@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .baseline import Baseline
+    from .monitor import Options
 
 
 def is_asgi(app: Any) -> bool:
@@ -21,13 +28,16 @@ class BoxkiteMiddleware:
     - FastAPI / Starlette / ASGI: ``app.add_middleware(BoxkiteMiddleware, baseline="h.prom")``.
 
     Builds a `WSGIMiddleware` or an `ASGIMiddleware`; use those directly for apps this
-    detection cannot decide. Options: ``baseline`` (a path or a `Baseline`), ``model``
-    (``"default"``), ``metrics_path`` (``"/metrics"``, None to disable), ``paths`` (request
-    paths that carry predictions; default: every POST), ``max_body_bytes`` and ``features``
-    (names to record with default buckets when there is no baseline).
+    detection cannot decide. ``baseline`` is a path or a `Baseline`; the keyword-only options
+    are `monitor.Options`, each described in docs/reference.md.
     """
 
-    def __new__(cls, app: Any, baseline: Any = None, **options: Any) -> Any:
+    def __new__(
+        cls,
+        app: Any,
+        baseline: Baseline | str | Path | None = None,
+        **options: Unpack[Options],
+    ) -> Any:
         if not hasattr(app, "wsgi_app") and is_asgi(app):
             from .asgi import ASGIMiddleware
 

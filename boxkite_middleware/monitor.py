@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import AnyStr
+from typing import Any, AnyStr, TypedDict
 
 from . import exposition, multiprocess
 from .baseline import Baseline
@@ -83,6 +83,32 @@ def media_type(content_type: str | None) -> str:
     not needed, so no parser is. This module serves both transports, so it could use neither
     werkzeug's nor starlette's (each is only in its own extra)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+class Options(TypedDict, total=False):
+    """The middleware's keyword-only options, as type checkers see them (defaults and
+    meanings: `Monitor` and docs/reference.md)."""
+
+    model: str
+    metrics_path: str | None
+    paths: Iterable[str] | None
+    max_body_bytes: int
+    features: Iterable[str] | None
+    expose_baseline: bool
+    metrics_port: int | None
+    metrics_host: str | None
+    metrics_certfile: str | None
+    metrics_keyfile: str | None
+    pause_gc: bool
+
+
+def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
+    """The `Monitor` of a middleware; an unknown option is a TypeError that names the
+    middleware the user called, not this module's class."""
+    for name in options:
+        if name not in Options.__annotations__:
+            raise TypeError(f"{type(owner).__name__}() got an unexpected keyword argument {name!r}")
+    return Monitor(baseline, **options)
 
 
 class Monitor:

@@ -41,6 +41,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
@@ -539,11 +540,11 @@ def gunicorn_workers() -> int | None:
     stack, and both carry the settings as ``self.cfg``."""
     if "gunicorn" not in sys.modules:
         return None
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith("gunicorn."):
             settings = getattr(frame.f_locals.get("self"), "cfg", None)
-            if hasattr(settings, "workers"):
-                return settings.workers
+            if settings is not None and hasattr(settings, "workers"):
+                return int(settings.workers)
         frame = frame.f_back
     return None

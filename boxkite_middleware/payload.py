@@ -12,9 +12,11 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import slices
 from .binning import numeric_or_text
@@ -22,7 +24,7 @@ from .binning import numeric_or_text
 try:  # A fast parser where it pays; the standard library for what it refuses.
     import orjson
 
-    _fast_loads = orjson.loads
+    _fast_loads: Callable[[Any], Any] | None = orjson.loads
     _FastError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover - exercised when the `fast` extra is not installed
     _fast_loads = None
@@ -73,7 +75,8 @@ class Frame:
     """Request rows as columns. ``names`` is None for unnamed data, matched by position."""
 
     names: tuple[str, ...] | None
-    columns: tuple[Sequence[Any], ...]
+    columns: tuple[Sequence[Any] | np.ndarray, ...]
+    """JSON's values as decoded; CSV's as float64 arrays (or strings) by `numeric_or_text`."""
     rows: int
 
 
@@ -108,7 +111,7 @@ def _nan_as_null(body: bytes | bytearray) -> bytes | None:
     (UTF-8 never puts ``"`` or ``NaN`` inside a multi-byte character)."""
     if b"NaN" not in body or b"\\" in body:
         return None
-    pieces = body.split(b'"')
+    pieces: list[Any] = body.split(b'"')
     pieces[::2] = [piece.replace(b"NaN", b"null") for piece in pieces[::2]]
     return b'"'.join(pieces)
 
@@ -237,14 +240,14 @@ def _rows(rows: list[Any]) -> Frame | str:
 def _tensor(value: Any) -> Frame | str:
     """MLflow ``instances``/``inputs``: records, a column mapping, rows, or one column."""
     if isinstance(value, dict):
-        columns = {
+        by_name = {
             str(name): values if isinstance(values, list) else [values]
             for name, values in value.items()
         }
-        lengths = {len(values) for values in columns.values()}
+        lengths = {len(values) for values in by_name.values()}
         if len(lengths) > 1:
             return Reason.BAD_SHAPE
-        return Frame(tuple(columns), tuple(columns.values()), lengths.pop() if lengths else 0)
+        return Frame(tuple(by_name), tuple(by_name.values()), lengths.pop() if lengths else 0)
     if not isinstance(value, list):
         return Reason.UNKNOWN_FORMAT
     kinds = _kinds(value)
@@ -270,12 +273,16 @@ def _is_open_inference(inputs: Any) -> bool:
 
 def _open_inference(tensors: list[dict[str, Any]]) -> Frame | str:
     """One column per 1-D (or N×1) tensor, by name; or one 2-D tensor as unnamed rows."""
-    shapes = [tensor.get("shape") for tensor in tensors]
-    if not all(isinstance(shape, list) and shape and all(map(_is_size, shape)) for shape in shapes):
-        return Reason.BAD_SHAPE
-    data = [_flat(tensor["data"]) for tensor in tensors]
-    if any(values is None for values in data):
-        return Reason.BAD_SHAPE
+    shapes: list[list[int]] = []
+    data: list[list[Any]] = []
+    for tensor in tensors:
+        shape, values = tensor.get("shape"), _flat(tensor["data"])
+        if not (isinstance(shape, list) and shape and all(map(_is_size, shape))):
+            return Reason.BAD_SHAPE
+        if values is None:
+            return Reason.BAD_SHAPE
+        shapes.append(shape)
+        data.append(values)
     if len(tensors) == 1 and len(shapes[0]) == 2 and shapes[0][1] != 1:
         rows, width = shapes[0]
         if width < 1 or len(data[0]) != rows * width:

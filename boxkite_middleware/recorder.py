@@ -248,9 +248,9 @@ class Recorder:
         numeric: list[NumericColumn] = []
         for role, name, column in columns:
             target = self.features if role == "feature" else self.outputs
-            target[name] = self._column(role, name, column, position=len(numeric))
-            if isinstance(target[name], NumericColumn):
-                numeric.append(target[name])
+            live = target[name] = self._column(role, name, column, position=len(numeric))
+            if isinstance(live, NumericColumn):
+                numeric.append(live)
         self.numeric = NumericColumns(numeric)
         self._outcomes = [
             Series(

@@ -106,7 +106,7 @@ class _Block:
 
     def place(self, array: np.ndarray, positions: np.ndarray) -> None:
         self.array, self.positions = array, positions
-        self.cells, self.where = memoryview(array), positions.tolist()
+        self.cells, self.where = array.data, positions.tolist()
 
 
 class Store:
@@ -192,7 +192,7 @@ class Store:
         for block in self._blocks:
             if block.laid_out != len(block.series):
                 self._lay_out(block)
-        if started and self._blocks[0].file is not None:
+        if started and self.directory is not None and self._blocks[0].file is not None:
             _fold_what_died_before(self.directory)
 
     def _lay_out(self, block: _Block) -> None:

@@ -8,11 +8,18 @@ own iterable back untouched (servers look for ``wsgi.file_wrapper`` instances).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import multiprocess
 from .exposition import metrics_wsgi_app
-from .monitor import Exchange, Monitor, content_length, header, logger
+from .monitor import Exchange, Options, content_length, header, logger, monitor_for
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
+
+    from .baseline import Baseline
 
 
 class WSGIMiddleware:
@@ -23,12 +30,17 @@ class WSGIMiddleware:
     recurse). Options are those of `Monitor`.
     """
 
-    def __init__(self, app: Any, baseline: Any = None, **options: Any) -> None:
-        self.app = app.wsgi_app if hasattr(app, "wsgi_app") else app
-        self.monitor = Monitor(baseline, **options)
+    def __init__(
+        self,
+        app: WSGIApplication,
+        baseline: Baseline | str | Path | None = None,
+        **options: Unpack[Options],
+    ) -> None:
+        self.app: WSGIApplication = getattr(app, "wsgi_app", app)
+        self.monitor = monitor_for(self, baseline, options)
         self._checked_workers = False
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         if self.monitor.is_metrics(method, path):
@@ -53,7 +65,7 @@ class WSGIMiddleware:
                 logger.debug("boxkite-middleware: unreadable status %r", status)
             write = start_response(status, headers, exc_info)
 
-            def copying_write(data: bytes) -> Any:
+            def copying_write(data: bytes) -> object:
                 exchange.response_data(data)
                 return write(data)
 
@@ -70,7 +82,7 @@ class WSGIMiddleware:
             return iterable
         return _TeeResponse(iterable, exchange)
 
-    def _check_workers(self, environ: dict[str, Any]) -> None:
+    def _check_workers(self, environ: WSGIEnvironment) -> None:
         """Several worker processes without mmap storage: each /metrics shows one worker."""
         self._checked_workers = True
         if environ.get("wsgi.multiprocess") and not multiprocess.enabled():
