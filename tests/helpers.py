@@ -113,6 +113,21 @@ def scrape() -> Scrape:
     return Scrape(render()[0].decode())
 
 
+def wait_for(url: str, timeout: float = 30) -> None:
+    """Until ``url`` answers at all (a server starting up)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer"
+            time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

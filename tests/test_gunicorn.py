@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline
+from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, wait_for
 
 pytestmark = pytest.mark.slow
 ROWS = [[-3.5, "red"], [1.25, "purple"], [None, "blue"]]  # known values, one unseen, one missing
@@ -326,14 +326,7 @@ def test_several_workers_without_the_directory_warn_at_start_up(tmp_path, server
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"{server} did not start"
-                time.sleep(0.2)
+        wait_for(f"http://127.0.0.1:{port}/metrics")
     finally:
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=30)

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, split_body
+from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, split_body, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,15 +64,7 @@ def test_the_wheel_serves_a_plain_wsgi_app_without_any_extra(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/metrics", timeout=5).read()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_for(f"{url}/metrics")
         request = urllib.request.Request(
             f"{url}/invocations",
             data=split_body({"x": [1.0]}),

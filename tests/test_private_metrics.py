@@ -16,7 +16,7 @@ from werkzeug.test import Client
 
 from boxkite_middleware import BoxkiteMiddleware
 
-from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, post, split_body
+from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, post, split_body, wait_for
 from .test_gunicorn import Gunicorn, assert_exact
 
 
@@ -113,7 +113,7 @@ def test_uvicorn_workers_fold_the_files_of_workers_that_died(tmp_path):
             while victim in server.workers() or len(server.workers()) < 2:
                 assert time.monotonic() < deadline, "uvicorn did not replace its worker"
                 time.sleep(0.1)
-            _wait_for(f"{server.url}/docs")
+            wait_for(f"{server.url}/docs")
         server.post(1)  # the last replacement has started and folded
         for _ in range(4):
             assert counted() == 61
@@ -147,7 +147,7 @@ class UvicornWorkers:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for(f"{self.url}/docs")
+        wait_for(f"{self.url}/docs")
 
     def workers(self) -> list[int]:
         """The spawned workers (not multiprocessing's resource tracker)."""
@@ -169,17 +169,6 @@ class UvicornWorkers:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.communicate(timeout=30)
-
-
-def _wait_for(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} did not answer"
-            time.sleep(0.2)
 
 
 def test_the_separate_listener_speaks_tls_with_a_certificate(tmp_path):
