@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import bz2
 import csv
+import functools
+import gzip
 import json
+import lzma
 import sys
 import urllib.request
 from collections.abc import Sequence
@@ -13,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .baseline import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, Baseline, Categories, Column
 from .binning import numeric_or_text
 from .dashboard import dashboard
@@ -36,13 +41,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxkite-middleware", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    command = functools.partial(
+        commands.add_parser, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
 
-    build = commands.add_parser("baseline", help="build a baseline from a CSV or Parquet file")
-    build.add_argument("data", type=Path, help="training data: CSV with a header row, or Parquet")
-    build.add_argument("-o", "--output", type=Path, default=Path("histogram.prom"))
-    build.add_argument("--categorical", nargs="+", default=[], metavar="COL")
-    build.add_argument("--continuous", nargs="+", default=[], metavar="COL")
+    build = command("baseline", help="build a baseline from a CSV or Parquet file")
+    build.add_argument(
+        "data",
+        type=Path,
+        help="training data: CSV with a header row (also .gz, .bz2, .xz), or Parquet",
+    )
+    build.add_argument("-o", "--output", type=Path, default=Path("histogram.prom"), help="file")
+    build.add_argument("--force", action="store_true", help="overwrite an existing output")
+    build.add_argument(
+        "--categorical", nargs="+", default=[], metavar="COL", help="count these as categories"
+    )
+    build.add_argument(
+        "--continuous", nargs="+", default=[], metavar="COL", help="bin these as numbers"
+    )
     build.add_argument(
         "--inference-column",
         nargs="+",
@@ -50,22 +68,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="COL",
         help="columns holding the model's predictions rather than features",
     )
-    build.add_argument("--max-bins", type=int, default=DEFAULT_MAX_BINS)
-    build.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
-    build.add_argument("--max-samples", type=int, default=None)
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--max-bins", type=int, default=DEFAULT_MAX_BINS, help="per column")
+    build.add_argument(
+        "--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES, help="per column"
+    )
+    build.add_argument(
+        "--max-samples", type=int, default=None, help="count a random sample (default: all)"
+    )
+    build.add_argument("--seed", type=int, default=0, help="of that sample")
     build.set_defaults(run=_build)
 
-    show = commands.add_parser("show", help="summarise a baseline file")
-    show.add_argument("baseline", type=Path)
+    show = command("show", help="summarise a baseline file")
+    show.add_argument("baseline", type=Path, help="a file written by `baseline`")
     show.set_defaults(run=_show)
 
-    rules = commands.add_parser("rules", help="write Prometheus drift rules (YAML)")
+    rules = command("rules", help="write Prometheus drift rules (YAML)")
     _rule_options(rules)
     rules.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
     rules.set_defaults(run=_rules)
 
-    board = commands.add_parser("dashboard", help="write a Grafana dashboard (JSON)")
+    board = command("dashboard", help="write a Grafana dashboard (JSON)")
     board.add_argument(
         "--window",
         action="append",
@@ -75,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
     board.set_defaults(run=_dashboard)
 
-    drift = commands.add_parser("drift", help="drift statistics from a live /metrics")
+    drift = command("drift", help="drift statistics from a live /metrics")
     drift.add_argument("metrics", help="a /metrics URL, or a file holding a scrape")
     drift.add_argument(
         "--min-live", type=int, default=MIN_LIVE, help="fewer live values than this give no verdict"
@@ -85,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(arguments: argparse.Namespace) -> int:
+    if arguments.output.exists() and not arguments.force:
+        raise ValueError(
+            f"{arguments.output} exists (a server may be reading it): choose another --output "
+            "or pass --force"
+        )
     table = read_table(arguments.data)
     unknown = [
         name
@@ -109,24 +136,45 @@ def _build(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def read_table(path: Path) -> dict[str, Any]:
-    """Columns of a CSV (any of , ; tab as separator) or Parquet file, by header name.
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
-    An all-numeric CSV goes through numpy's C parser (a million rows in under a second); one
-    with text or empty cells through the csv module, with progress on stderr.
+
+def read_table(path: Path) -> dict[str, Any]:
+    """Columns of a CSV (any of , ; tab as separator; plain or .gz, .bz2, .xz) or Parquet
+    file, by header name.
+
+    With pyarrow installed (the ``data`` extra) it reads both formats. Without it, or when
+    pyarrow finds a CSV malformed (the csv module then says on which line), an all-numeric CSV
+    goes through numpy's C parser (a million rows in under a second) and one with text or empty
+    cells through the csv module, with progress on stderr; Parquet needs pyarrow.
     """
+    try:
+        import pyarrow
+    except ImportError:
+        pyarrow = None
     if path.suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet
-        except ImportError:
-            raise ValueError("reading Parquet needs pyarrow: pip install pyarrow") from None
-        return {name: column.to_numpy() for name, column in pyarrow.parquet.read_table(path)}
-    with path.open(newline="", encoding="utf-8-sig") as file:
+        if pyarrow is None:
+            raise ValueError("Parquet needs pyarrow: pip install 'boxkite-middleware[data]'")
+        import pyarrow.parquet
+
+        return _columns(pyarrow.parquet.read_table(path))
+    opener: Any = COMPRESSED.get(path.suffix, open)
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as file:
         header_line = file.readline()
-        if not header_line.strip():
-            raise ValueError(f"{path}: empty file")
-        delimiter = max(",;\t", key=header_line.count)
-        header = next(csv.reader([header_line], delimiter=delimiter))
+    if not header_line.strip():
+        raise ValueError(f"{path}: empty file")
+    delimiter = max(",;\t", key=header_line.count)
+    if pyarrow is not None:
+        import pyarrow.csv
+
+        try:
+            with opener(path, "rb") as raw:
+                options = pyarrow.csv.ParseOptions(delimiter=delimiter)
+                return _columns(pyarrow.csv.read_csv(raw, parse_options=options))
+        except pyarrow.ArrowInvalid:
+            pass
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as file:
+        header = next(csv.reader([file.readline()], delimiter=delimiter))
         try:
             numbers = np.loadtxt(file, delimiter=delimiter, dtype=np.float64, ndmin=2)
         except ValueError:
@@ -135,6 +183,11 @@ def read_table(path: Path) -> dict[str, Any]:
     if numbers.shape[1] != len(header):
         raise ValueError(f"{path}: {numbers.shape[1]} fields, header has {len(header)}")
     return {name: numbers[:, i] for i, name in enumerate(header)}
+
+
+def _columns(table: Any) -> dict[str, Any]:
+    """A pyarrow Table's columns by name, as numpy arrays (text columns as objects)."""
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
 def _read_text_table(path: Path, reader: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Metric family names and help texts: the public contract of DESIGN.md in one place."""
+"""Metric family names, help texts and label names: every module that names a family uses these."""
 
 from __future__ import annotations
 
