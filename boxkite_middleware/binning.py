@@ -244,13 +244,12 @@ class BucketTable:
             below.append(np.searchsorted(edge_cells, every, "left"))
             within = np.searchsorted(edge_cells, every, "right") - below[-1]
             self._most = max(self._most, int(within.max()))
-        padded = [np.append(column, [math.inf] * max(self._most, 1)) for column in columns]
+        padded = [np.append(column, [math.inf] * self._most) for column in columns]
         first_edge = np.cumsum([0] + [column.size for column in padded])
         nothing = [np.zeros(1, dtype=np.intp)]
         self._slot_below = np.concatenate([b + o for b, o in zip(below, offsets)] or nothing)
         self._edge_at = np.concatenate([b + f for b, f in zip(below, first_edge)] or nothing)
         self._edges = np.concatenate(padded or [np.array([math.inf])])
-        self._first_edge = self._edges[self._edge_at]  # one indirection less for most cells
 
     def lookup(self, numbers: np.ndarray, columns: Sequence[int] | None = None) -> np.ndarray:
         """Offset bucket index of each value of a 2-D array whose row i holds values of column
@@ -259,11 +258,11 @@ class BucketTable:
         with np.errstate(over="ignore", invalid="ignore"):
             cells = _cells(numbers, *params)
         indices = self._slot_below.take(cells)
-        indices += numbers > self._first_edge.take(cells)
-        if self._most > 1:
-            at = self._edge_at.take(cells)
-            for later in range(1, self._most):
-                indices += numbers > self._edges.take(at + later)
+        at = self._edge_at.take(cells)
+        for compared in range(self._most):
+            if compared:
+                at += 1
+            indices += numbers > self._edges.take(at)
         return indices
 
 

@@ -21,7 +21,7 @@ from . import __version__
 from .baseline import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, Baseline, Categories, Column
 from .binning import numeric_or_text
 from .dashboard import dashboard
-from .drift import MIN_LIVE, distributions, judge, table
+from .drift import distributions, judge, table
 from .rules import RuleOptions, rule_file, to_yaml
 
 PROGRESS_EVERY = 250_000
@@ -99,9 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     drift = command("drift", help="drift statistics from a live /metrics")
     drift.add_argument("metrics", help="a /metrics URL, or a file holding a scrape")
-    drift.add_argument(
-        "--min-live", type=int, default=MIN_LIVE, help="fewer live values than this give no verdict"
-    )
+    _threshold_options(drift)
     drift.set_defaults(run=_drift)
     return parser
 
@@ -219,6 +217,31 @@ def _rule_options(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help=f"repeat for several windows (default {defaults.windows[0]})",
     )
+    _threshold_options(parser)
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        default=defaults.duration,
+        help="how long a condition must hold before the alert fires",
+    )
+    parser.add_argument(
+        "--sample-size",
+        choices=("rows", "requests"),
+        default=defaults.sample_size,
+        help="count n in rows, or in requests (rows of a batch are not independent)",
+    )
+    parser.add_argument(
+        "--group-by",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="also keep this label apart (e.g. namespace)",
+    )
+
+
+def _threshold_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that set the thresholds, shared by `rules` and `drift`."""
+    defaults = RuleOptions()
     parser.add_argument(
         "--alpha",
         type=float,
@@ -243,26 +266,7 @@ def _rule_options(parser: argparse.ArgumentParser) -> None:
         "--min-live",
         type=int,
         default=defaults.min_live,
-        help="no alert below this many live values in the window",
-    )
-    parser.add_argument(
-        "--for",
-        dest="duration",
-        default=defaults.duration,
-        help="how long a condition must hold before the alert fires",
-    )
-    parser.add_argument(
-        "--sample-size",
-        choices=("rows", "requests"),
-        default=defaults.sample_size,
-        help="count n in rows, or in requests (rows of a batch are not independent)",
-    )
-    parser.add_argument(
-        "--group-by",
-        action="append",
-        default=[],
-        metavar="LABEL",
-        help="also keep this label apart (e.g. namespace)",
+        help="no verdict or alert below this many live values in the window",
     )
 
 
@@ -307,7 +311,15 @@ def _drift(arguments: argparse.Namespace) -> int:
     found = distributions(text)
     if not found:
         raise ValueError(f"{arguments.metrics}: no boxkite baseline and live families")
-    print(table(judge(found, arguments.min_live)))
+    options = RuleOptions(
+        alpha=arguments.alpha,
+        ks_floor=arguments.ks_floor,
+        psi_floor=arguments.psi_floor,
+        missing_floor=arguments.missing_floor,
+        smoothing=arguments.smoothing,
+        min_live=arguments.min_live,
+    )
+    print(table(judge(found, options)))
     return 0
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import families
 from .rules import RuleOptions
+
+REQUESTS = families.sample(families.REQUESTS, "_total")
+BASELINE_INFO = families.BASELINE_INFO.name
 
 SELECTED = 'model="$model"'
 ONE = 'model="$model", feature="$feature"'
@@ -115,7 +119,7 @@ def panels() -> list[dict[str, Any]]:
                 "timeseries",
                 [
                     _target(
-                        f"sum by (outcome, reason) (rate(boxkite_requests_total{{{SELECTED}}}"
+                        f"sum by (outcome, reason) (rate({REQUESTS}{{{SELECTED}}}"
                         "[$__rate_interval]))",
                         "{{outcome}} {{reason}}",
                     ),
@@ -166,7 +170,7 @@ def dashboard(options: RuleOptions) -> dict[str, Any]:
                     "query": "prometheus",
                     "label": "Prometheus",
                 },
-                _query_variable("model", "label_values(boxkite_baseline_info, model)"),
+                _query_variable("model", f"label_values({BASELINE_INFO}, model)"),
                 _query_variable(
                     "feature",
                     'label_values(boxkite:feature_baseline_count{model="$model"}, feature)',

@@ -17,24 +17,23 @@ from statistics import NormalDist
 
 import numpy as np
 
+from . import families
 from .binning import OTHER
+from .rules import RuleOptions
 
-ALPHA = 0.05
-KS_FLOOR = 0.05
-PSI_FLOOR = 0.1
-MISSING_FLOOR = 0.05
-SMOOTHING = 0.01
-MIN_LIVE = 100
+DEFAULTS = RuleOptions()
+"""The thresholds' defaults are the alert rules' own."""
 
 _LIVE = {
-    ("feature", "numeric"): "boxkite_feature_value_bucket",
-    ("feature", "categorical"): "boxkite_feature_category_total",
-    ("inference", "numeric"): "boxkite_inference_value_bucket",
-    ("inference", "categorical"): "boxkite_inference_category_total",
+    (role, kind): families.sample(family[role], suffix)
+    for role in families.COLUMN_LABEL
+    for kind, family, suffix in (
+        ("numeric", families.VALUE_FAMILY, "_bucket"),
+        ("categorical", families.CATEGORY_FAMILY, "_total"),
+    )
 }
 _MISSING = {
-    "feature": "boxkite_feature_missing_total",
-    "inference": "boxkite_inference_missing_total",
+    role: families.sample(families.MISSING_FAMILY[role], "_total") for role in families.COLUMN_LABEL
 }
 
 
@@ -134,13 +133,15 @@ def ks_statistic(live: np.ndarray, expected: np.ndarray) -> float:
     )
 
 
-def psi(live: np.ndarray, expected: np.ndarray, smoothing: float = SMOOTHING) -> float:
+def psi(live: np.ndarray, expected: np.ndarray, smoothing: float = DEFAULTS.smoothing) -> float:
     """Population stability index, i.e. symmetric KL, of the smoothed distributions."""
     p, q = _smoothed(live, smoothing), _smoothed(expected, smoothing)
     return float(np.sum((p - q) * np.log(p / q)))
 
 
-def jensen_shannon(live: np.ndarray, expected: np.ndarray, smoothing: float = SMOOTHING) -> float:
+def jensen_shannon(
+    live: np.ndarray, expected: np.ndarray, smoothing: float = DEFAULTS.smoothing
+) -> float:
     p, q = _smoothed(live, smoothing), _smoothed(expected, smoothing)
     m = (p + q) / 2
     return float(np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m))) / 2
@@ -150,15 +151,18 @@ def _smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
     return (1 - smoothing) * counts / counts.sum() + smoothing / counts.size
 
 
-def ks_threshold(n: float, m: float, columns: int, alpha: float = ALPHA) -> float:
-    """Two-sample K-S critical value at α/F (asymptotic), never below `KS_FLOOR`."""
-    c = math.sqrt(-math.log(alpha / columns / 2) / 2)
-    return max(KS_FLOOR, c * math.sqrt((n + m) / (n * m)))
+def ks_threshold(n: float, m: float, columns: int, options: RuleOptions = DEFAULTS) -> float:
+    """Two-sample K-S critical value at α/F (asymptotic), never below the K-S floor."""
+    c = math.sqrt(-math.log(options.alpha / columns / 2) / 2)
+    return max(options.ks_floor, c * math.sqrt((n + m) / (n * m)))
 
 
-def psi_threshold(k: int, n: float, m: float, columns: int, alpha: float = ALPHA) -> float:
-    """PSI is approximately χ²(k−1)·(1/n + 1/m) under no drift; never below `PSI_FLOOR`."""
-    return max(PSI_FLOOR, chi2_quantile(k - 1, 1 - alpha / columns) * (1 / n + 1 / m))
+def psi_threshold(
+    k: int, n: float, m: float, columns: int, options: RuleOptions = DEFAULTS
+) -> float:
+    """PSI is approximately χ²(k−1)·(1/n + 1/m) under no drift; never below the PSI floor."""
+    quantile = chi2_quantile(k - 1, 1 - options.alpha / columns)
+    return max(options.psi_floor, quantile * (1 / n + 1 / m))
 
 
 def chi2_quantile(degrees: int, probability: float) -> float:
@@ -180,7 +184,8 @@ class Verdict:
     reasons: tuple[str, ...]  # "distribution", "missing"
 
 
-def judge(found: list[Distribution], min_live: int = MIN_LIVE) -> list[Verdict]:
+def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Verdict]:
+    """A verdict per column, by the thresholds the alert rules use (``options``)."""
     columns_per_model: dict[str, int] = defaultdict(int)
     for d in found:
         columns_per_model[d.model] += 1
@@ -193,18 +198,19 @@ def judge(found: list[Distribution], min_live: int = MIN_LIVE) -> list[Verdict]:
             missing_change = d.live_missing / (n + d.live_missing) - d.expected_missing / (
                 m + d.expected_missing
             )
-        if n < min_live or m == 0:
+        if n < options.min_live or m == 0:
             verdicts.append(Verdict(d, _name(d), math.nan, math.nan, missing_change, None, ()))
             continue
         if d.kind == "numeric":
-            value, threshold = ks_statistic(d.live, d.expected), ks_threshold(n, m, columns)
+            value = ks_statistic(d.live, d.expected)
+            threshold = ks_threshold(n, m, columns, options)
         else:
-            value = psi(d.live, d.expected)
-            threshold = psi_threshold(len(d.keys), n, m, columns)
+            value = psi(d.live, d.expected, options.smoothing)
+            threshold = psi_threshold(len(d.keys), n, m, columns, options)
         reasons = []
         if value > threshold:
             reasons.append("distribution")
-        if missing_change is not None and abs(missing_change) > MISSING_FLOOR:
+        if missing_change is not None and abs(missing_change) > options.missing_floor:
             reasons.append("missing")
         verdicts.append(
             Verdict(d, _name(d), value, threshold, missing_change, bool(reasons), tuple(reasons))

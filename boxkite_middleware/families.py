@@ -43,6 +43,11 @@ def baseline_of(family: Family) -> Family:
     return Family(family.name + "_baseline", family.kind, f"Training-data {what}")
 
 
+def sample(family: Family, suffix: str) -> str:
+    """A sample name of a family: ``sample(REQUESTS, "_total")`` is ``boxkite_requests_total``."""
+    return family.name + suffix
+
+
 # Which families hold a column's data, by the column's role and kind.
 VALUE_FAMILY = {"feature": FEATURE_VALUE, "inference": INFERENCE_VALUE}
 CATEGORY_FAMILY = {"feature": FEATURE_CATEGORY, "inference": INFERENCE_CATEGORY}

@@ -165,16 +165,17 @@ class NumericColumns:
         if rows <= SMALL_BATCH:
             _plan_few(pairs, increments)
             return
-        columns = [values for _, values in pairs]
-        numbers = float_matrix(columns, rows)
+        numbers = float_matrix([values for _, values in pairs], rows)
         positions = [column.position for column, _ in pairs]
         bins = self._table.lookup(numbers, None if positions == self._every else positions)
-        sums = _finite_sums(columns)
-        if sums is not None:
-            increments.units[HISTOGRAM].append(bins.ravel())
-        else:  # sum the finite values only; NaN values are missing
-            with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = numbers.sum(axis=1).tolist()
+            finite = all(map(math.isfinite, sums))  # then no value is NaN or ±inf either
+            if not finite:  # sum the finite values only; NaN values are missing
                 sums = np.where(np.isfinite(numbers), numbers, 0.0).sum(axis=1).tolist()
+        if finite:
+            increments.units[HISTOGRAM].append(bins.ravel())
+        else:
             nan = np.isnan(numbers)
             increments.units[HISTOGRAM].append(bins[~nan])
             for (column, _), missing in zip(pairs, nan.sum(axis=1).tolist()):
@@ -183,22 +184,6 @@ class NumericColumns:
         for (column, _), total in zip(pairs, sums):
             if column.has_sum and total and math.isfinite(total):
                 increments.add(HISTOGRAM, column.sum_slot, total)
-
-
-def _finite_sums(columns: Sequence[Sequence[Any]]) -> list[float] | None:
-    """Each column's sum if every value is a number Python adds (JSON's floats and ints) and
-    every sum is finite, so that no value is NaN or ±inf either; else None.
-
-    Python's ``sum`` of a list of floats is a tight loop in C, and unlike numpy's it needs no
-    ``errstate`` for the overflow of hostile values: right after the model ran, each numpy
-    call costs several µs."""
-    if any(isinstance(column, np.ndarray) for column in columns):
-        return None  # CSV columns, already float64: numpy's way is the fast one for them
-    try:
-        sums = [float(sum(column)) for column in columns]
-    except (TypeError, OverflowError):  # a string, None, a container, an int beyond floats
-        return None
-    return sums if all(map(math.isfinite, sums)) else None
 
 
 def _plan_few(pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], increments: Increments):

@@ -27,7 +27,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = {"feature": "feature", "inference": "output"}
+from . import families
+
+ROLES = families.COLUMN_LABEL
+_SAMPLES = {
+    "value_bucket": (families.VALUE_FAMILY, "_bucket"),
+    "category_total": (families.CATEGORY_FAMILY, "_total"),
+    "missing_total": (families.MISSING_FAMILY, "_total"),
+}
+"""The series a rule reads, by what it holds: the family of each role, and the suffix."""
 _NORMAL_QUANTILE = (2.515517, 0.802853, 0.010328, 1.432788, 0.189269, 0.001308)
 
 
@@ -72,11 +80,12 @@ class _Names:
         return f"{self.keep}, {ROLES[self.role]}"
 
     def live(self, kind: str) -> str:
-        return f"boxkite_{self.role}_{kind}"
+        family, suffix = _SAMPLES[kind]
+        return families.sample(family[self.role], suffix)
 
     def baseline(self, kind: str) -> str:
-        stem, suffix = kind.rsplit("_", 1)
-        return f"boxkite_{self.role}_{stem}_baseline_{suffix}"
+        family, suffix = _SAMPLES[kind]
+        return families.sample(families.baseline_of(family[self.role]), suffix)
 
     def rule(self, what: str, window: str | None = None) -> str:
         return f"boxkite:{self.role}_{what}" + (f":{window}" if window else "")
@@ -180,7 +189,8 @@ def _smoothed(counts: str, total: str, k: str, by: str, options: RuleOptions) ->
 def _sample_size(n: str, keep: str, window: str, options: RuleOptions) -> str:
     if options.sample_size == "rows":
         return n
-    requests = f'sum by ({keep}) (increase(boxkite_requests_total{{outcome="recorded"}}[{window}]))'
+    recorded = families.sample(families.REQUESTS, "_total") + '{outcome="recorded"}'
+    requests = f"sum by ({keep}) (increase({recorded}[{window}]))"
     return f"{n} * 0 + on ({keep}) group_left () {requests}"
 
 
