@@ -70,21 +70,21 @@ class NumericColumn:
 
     def __init__(
         self,
-        edges: Sequence[float],
+        histogram: Histogram,
         family: Family,
         missing: Family,
         labels: dict[str, str],
         store: Store,
         position: int,
     ) -> None:
-        self.edge_list = [float(edge) for edge in edges]
+        self.edge_list = [float(edge) for edge in histogram.edges]
         self.position = position
         """Its column in the recorder's `NumericColumns` table."""
         self._buckets = [
             Series(family, family.name + "_bucket", {**labels, "le": floatToGoString(edge)})
             for edge in (*self.edge_list, math.inf)
         ]
-        self.has_sum = self.edge_list[0] >= 0  # OpenMetrics: no _sum with negative buckets
+        self.has_sum = histogram.has_sum
         total = [Series(family, family.name + "_sum", labels)] if self.has_sum else []
         self.first = store.allocate(self._buckets + total)
         self.sum_slot = self.first + len(self._buckets)  # used only if has_sum
@@ -260,7 +260,7 @@ class Recorder:
         labels = {**self._common, families.COLUMN_LABEL[role]: name}
         value, missing = families.VALUE_FAMILY[role], families.MISSING_FAMILY[role]
         if isinstance(column, Histogram):
-            return NumericColumn(column.edges, value, missing, labels, self._store, position)
+            return NumericColumn(column, value, missing, labels, self._store, position)
         categories = [category for category, _ in column.counts if category != OTHER]
         return CategoryColumn(
             categories, families.CATEGORY_FAMILY[role], missing, labels, self._store
