@@ -179,7 +179,7 @@ def self_check(path: str) -> None:
     expected = {'["a", "a", {"le": "1.0"}, ""]': 3.0, '["b", "bb", {}, "é"]': 0.5}
     try:
         data, _ = encode(expected.items())
-        descriptor = os.open(probe, _open_flags(os.O_WRONLY, os.O_CREAT, os.O_EXCL), 0o600)
+        descriptor = os.open(probe, _open_flags(os.O_WRONLY | os.O_CREAT | os.O_EXCL), 0o600)
         _write_all(descriptor, data)
         os.close(descriptor)
         try:
@@ -208,8 +208,9 @@ def self_check(path: str) -> None:
 # -- this process's own files -----------------------------------------------------------------
 
 
-def _open_flags(*extra: int) -> int:
-    return os.O_NOFOLLOW | os.O_CLOEXEC | sum(extra)
+def _open_flags(flags: int) -> int:
+    """Never through a symlink someone planted, never into a child process."""
+    return flags | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class OwnFile:
@@ -233,7 +234,7 @@ class OwnFile:
     def _write(self, entries: Sequence[tuple[str, float]]) -> None:
         data, self.offsets = encode(entries)
         temporary = f"{self.name}.{secrets.token_hex(4)}.tmp"  # not *.db: no scrape reads it
-        descriptor = os.open(temporary, _open_flags(os.O_RDWR, os.O_CREAT, os.O_EXCL), 0o644)
+        descriptor = os.open(temporary, _open_flags(os.O_RDWR | os.O_CREAT | os.O_EXCL), 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             _write_all(descriptor, data)
@@ -264,7 +265,7 @@ def _write_all(descriptor: int, data: bytes) -> None:
 @contextlib.contextmanager
 def _locked(path: str, operation: int, wait: float | None) -> Iterator[bool]:
     """The directory lock: yields whether it was taken (``wait`` None: block until it is)."""
-    descriptor = os.open(os.path.join(path, LOCK_FILE), _open_flags(os.O_RDWR, os.O_CREAT), 0o600)
+    descriptor = os.open(os.path.join(path, LOCK_FILE), _open_flags(os.O_RDWR | os.O_CREAT), 0o600)
     try:
         if wait is None:
             fcntl.flock(descriptor, operation)
@@ -405,7 +406,7 @@ def _fold_kind(path: str, kind: str, dead: list[str]) -> None:
             totals[key] = totals.get(key, 0.0) + value
     data, _ = encode(totals.items())
     temporary = f"{archive}.{secrets.token_hex(4)}.tmp"
-    descriptor = os.open(temporary, _open_flags(os.O_WRONLY, os.O_CREAT, os.O_EXCL), 0o644)
+    descriptor = os.open(temporary, _open_flags(os.O_WRONLY | os.O_CREAT | os.O_EXCL), 0o644)
     try:
         _write_all(descriptor, data)
     except BaseException:
@@ -481,7 +482,7 @@ def write_baseline(path: str, document: dict[str, Any]) -> None:
     name = hashlib.sha256(text.encode()).hexdigest()[:16]
     file = os.path.join(path, f"{BASELINE_PREFIX}{name}.json")
     temporary = f"{file}.{secrets.token_hex(4)}.tmp"
-    descriptor = os.open(temporary, _open_flags(os.O_WRONLY, os.O_CREAT, os.O_EXCL), 0o644)
+    descriptor = os.open(temporary, _open_flags(os.O_WRONLY | os.O_CREAT | os.O_EXCL), 0o644)
     try:
         _write_all(descriptor, text.encode())
     finally:
