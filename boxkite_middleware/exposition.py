@@ -113,8 +113,9 @@ def _file_entries(files: Iterable[tuple[str, bytes]], *, ours: bool = True) -> I
         parts = name.removesuffix(".db").split("_")
         kind = parts[0]
         mode, pid = (parts[1], parts[2]) if kind == "gauge" and len(parts) > 2 else ("", "")
+        summed_by_livetext = not ours and kind in LIVE_KINDS
         for key, value, timestamp in multiprocess.decode(data):
-            if ours or not key.startswith(OURS):
+            if not (summed_by_livetext and key.startswith(OURS)):
                 yield kind, mode, pid, key, value, timestamp
 
 
@@ -288,6 +289,9 @@ def render(
 
 OURS = '["boxkite_'
 """How every key of our families begins (``mmap_key`` is a JSON list, the family first)."""
+LIVE_KINDS = ("counter", "histogram")
+"""The files that hold our live families (summed by `livetext`); gauges and summaries, even
+named like ours, are the app's and go through prometheus_client's rules."""
 
 _rendering: contextvars.ContextVar[bool] = contextvars.ContextVar("rendering", default=False)
 
@@ -345,7 +349,8 @@ def _keys_of(name: str, data: bytes) -> _FileKeys:
 
 
 def _summed(files: list[tuple[str, bytes]]) -> tuple[tuple[str, ...], tuple[str, ...], Any]:
-    """Our keys over every file (in the order first met), their types, and their sums."""
+    """Our keys over the counter and histogram files (sorted), their types, and their sums."""
+    files = [(name, data) for name, data in files if name.split("_", 1)[0] in LIVE_KINDS]
     per_file = [(name, data, _keys_of(name, data)) for name, data in files]
     keys, kinds, indices = _union([(name, found) for name, _, found in per_file], files)
     totals = np.zeros(len(keys))
