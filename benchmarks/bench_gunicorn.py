@@ -1,7 +1,7 @@
 """Throughput and p99 under gunicorn (4 sync workers) with and without the middleware, and
 /metrics scrape time with 1, 4 and 16 workers. Needs Debian's ``wrk``.
 
-    python benchmarks/bench_gunicorn.py [--seconds 10] [--rounds 2]
+    python benchmarks/bench_gunicorn.py [--seconds 10] [--rounds 2] [--sample 0.1] [--scrapes-only]
 
 Bare and wrapped runs alternate (rounds), each a fresh gunicorn on a loopback port, loaded by
 wrk with a Lua script posting a pandas-split body of 1 or 100 rows; medians over rounds.
@@ -51,7 +51,7 @@ def _port() -> int:
 
 
 class Server:
-    def __init__(self, variant: str, workers: int) -> None:
+    def __init__(self, variant: str, workers: int, sample: float = 1.0) -> None:
         self.url = f"http://127.0.0.1:{_port()}"
         self.process = subprocess.Popen(
             [
@@ -72,6 +72,7 @@ class Server:
             env={
                 **os.environ,
                 "BOXKITE_BENCH": variant,
+                "BOXKITE_BENCH_SAMPLE": "" if sample == 1 else str(sample),
                 "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": str(ROOT),
             },
@@ -127,7 +128,7 @@ def _write_bodies(folder: Path) -> None:
         (folder / f"post-{size}.lua").write_text(LUA.format(body=body))
 
 
-def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
+def throughput(seconds: int, rounds: int, folder: Path, sample: float) -> list[list[str]]:
     _write_bodies(folder)
     results = []
     for size in (1, 100):
@@ -135,7 +136,7 @@ def throughput(seconds: int, rounds: int, folder: Path) -> list[list[str]]:
         figures: dict[str, list[tuple[float, float]]] = {"bare": [], "wrapped": []}
         for _ in range(rounds):
             for variant in ("bare", "wrapped"):
-                server = Server(variant, workers=4)
+                server = Server(variant, workers=4, sample=sample)
                 try:
                     _wrk(server.url, script, 2)  # warm up
                     figures[variant].append(_wrk(server.url, script, seconds))
@@ -195,6 +196,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scrapes-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument(
+        "--sample", type=float, default=1.0, help="the share of requests the wrapped app records"
+    )
     arguments = parser.parse_args()
     if not (ROOT / "examples" / "flask_app" / "model.pkl").exists():
         subprocess.run(
@@ -216,7 +220,7 @@ def main() -> None:
                     "bare p99 ms",
                     "wrapped p99 ms",
                 ],
-                throughput(arguments.seconds, arguments.rounds, Path(folder)),
+                throughput(arguments.seconds, arguments.rounds, Path(folder), arguments.sample),
             )
         )
         print()

@@ -8,11 +8,13 @@ it cannot record it counts as skipped, with a reason.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import logging
+import random
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, AnyStr, TypedDict
 
@@ -100,6 +102,8 @@ class Options(TypedDict, total=False):
     metrics_certfile: str | None
     metrics_keyfile: str | None
     pause_gc: bool
+    sample: float
+    record_server_errors: bool
 
 
 def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
@@ -107,7 +111,11 @@ def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: 
     middleware the user called, not this module's class."""
     for name in options:
         if name not in Options.__annotations__:
-            raise TypeError(f"{type(owner).__name__}() got an unexpected keyword argument {name!r}")
+            close = difflib.get_close_matches(name, Options.__annotations__, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"{type(owner).__name__}() got an unexpected keyword argument {name!r}{hint}"
+            )
     return Monitor(baseline, **options)
 
 
@@ -129,6 +137,8 @@ class Monitor:
         metrics_certfile: str | None = None,
         metrics_keyfile: str | None = None,
         pause_gc: bool = True,
+        sample: float = 1.0,
+        record_server_errors: bool = False,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -140,6 +150,8 @@ class Monitor:
             )
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if not 0 < sample <= 1:
+            raise ValueError("sample is the share of requests to record: 0 < sample <= 1")
         if multiprocess.enabled():
             multiprocess.check_safe(multiprocess.directory())
         else:
@@ -160,6 +172,19 @@ class Monitor:
         self.paths = None if paths is None else frozenset(paths)
         self.max_body_bytes = max_body_bytes
         self.pause_gc = pause_gc
+        self.sample = sample
+        self.record_server_errors = record_server_errors
+        logger.info(
+            "boxkite-middleware: model %r, baseline %s (%d features, %d outputs), metrics %s, "
+            "%s, recording %s of prediction requests",
+            model,
+            self.recorder.identity,
+            len(self.recorder.features),
+            len(self.recorder.outputs),
+            f"on port {listener.port}" if listener else metrics_path or "not served here",
+            f"files in {multiprocess.directory()}" if multiprocess.enabled() else "in memory",
+            "all" if sample == 1 else f"{sample:.0%}",
+        )
 
     def _prepare_files(self) -> None:
         """Lay out every series now, not in the first request; in multi-process mode check
@@ -192,10 +217,19 @@ class Monitor:
             if self.paths is not None:
                 count_skipped(self.recorder, Reason.NOT_JSON)
             return None
+        if self.sample < 1 and random.random() >= self.sample:
+            count_skipped(self.recorder, Reason.SAMPLED_OUT)  # decided before any copying
+            return None
         if content_length is not None and content_length > self.max_body_bytes:
             count_skipped(self.recorder, Reason.TOO_LARGE)
             return None
-        return Exchange(self.recorder, kind, self.max_body_bytes, pause_gc=self.pause_gc)
+        return Exchange(
+            self.recorder,
+            kind,
+            self.max_body_bytes,
+            pause_gc=self.pause_gc,
+            record_server_errors=self.record_server_errors,
+        )
 
 
 class _CollectorPause:
@@ -237,6 +271,7 @@ class Exchange:
         "_finished",
         "_limit",
         "_pause_gc",
+        "_record_server_errors",
         "_recorder",
         "_request",
         "_request_type",
@@ -248,10 +283,17 @@ class Exchange:
     )
 
     def __init__(
-        self, recorder: Recorder, request_type: str, limit: int, *, pause_gc: bool = True
+        self,
+        recorder: Recorder,
+        request_type: str,
+        limit: int,
+        *,
+        pause_gc: bool = True,
+        record_server_errors: bool = False,
     ) -> None:
         self._recorder = recorder
         self._pause_gc = pause_gc
+        self._record_server_errors = record_server_errors
         self._request_type = request_type
         self._limit = limit
         self._request: bytearray | None = bytearray()
@@ -295,30 +337,45 @@ class Exchange:
         self._finished = True
         with _COLLECTOR_PAUSE if self._pause_gc else contextlib.nullcontext():
             try:
-                self._record()
+                reason = self._record()
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "boxkite-middleware: model %r: %s (status %s, %s)",
+                        self._recorder.model,
+                        reason,
+                        self._status,
+                        self._request_type,
+                    )
             except Exception:
                 log_failure("could not record a request")
                 count_skipped(self._recorder, Reason.INTERNAL_ERROR)
 
-    def _record(self) -> None:
+    def _record(self) -> str:
+        """Record, or count why not; the reason label it was counted with."""
+        server_error = self._record_server_errors and (self._status or 0) >= 500
         if self._status is None:
-            return self._recorder.skip(Reason.NO_RESPONSE)
-        if self._status >= 400:
-            return self._recorder.skip(Reason.ERROR_STATUS)
-        if self._request is None:
-            return self._recorder.skip(Reason.TOO_LARGE)
-        frames = decode_any_request(self._request, self._request_type)
-        if isinstance(frames, str):
-            return self._recorder.skip(frames)
-        predictions = (
-            self._response_skip
-            if self._response is None
-            else decode_response(
+            reason = Reason.NO_RESPONSE
+        elif self._status >= 400 and not server_error:
+            reason = Reason.ERROR_STATUS
+        elif self._request is None:
+            reason = Reason.TOO_LARGE
+        else:
+            frames = decode_any_request(self._request, self._request_type)
+            if not isinstance(frames, str):
+                return self._record_frames(frames, server_error)
+            reason = frames
+        self._recorder.skip(reason)
+        return reason
+
+    def _record_frames(self, frames: Frame | Iterator[Frame | str], server_error: bool) -> str:
+        if server_error:  # the features of the requests that break the model
+            predictions: Any = Reason.ERROR_STATUS
+        elif self._response is None:
+            predictions = self._response_skip
+        else:
+            predictions = decode_response(
                 self._response, self._response_type, self._response_encoding, self._limit
             )
-        )
         if isinstance(frames, Frame):
-            self._recorder.record(frames, predictions)
-        else:
-            self._recorder.record_slices(frames, predictions)
-        return None
+            return self._recorder.record(frames, predictions)
+        return self._recorder.record_slices(frames, predictions)

@@ -46,6 +46,7 @@ class Reason:
     COMPRESSED = "compressed"
     NO_BASELINE = "no_baseline"
     INTERNAL_ERROR = "internal_error"
+    SAMPLED_OUT = "sampled_out"
     # A recorded request whose predictions could not be read.
     NO_PREDICTIONS = "no_predictions"
 

@@ -49,6 +49,7 @@ OUTCOMES = {
         Reason.UNDECODABLE,
         Reason.UNKNOWN_FORMAT,
         Reason.BAD_SHAPE,
+        Reason.ERROR_STATUS,  # a 5xx answer, with record_server_errors=True
     ),
     "skipped": (
         Reason.NOT_JSON,
@@ -61,6 +62,7 @@ OUTCOMES = {
         Reason.NO_RESPONSE,
         Reason.NO_BASELINE,
         Reason.INTERNAL_ERROR,
+        Reason.SAMPLED_OUT,
     ),
 }
 

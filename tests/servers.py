@@ -50,3 +50,19 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, byt
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, dict(response.headers), response.read()
+
+
+def settled_metrics(url: str, model: str, requests: int) -> tuple[int, dict, bytes]:
+    """``/metrics`` once all ``requests`` of ``model`` are counted (at most 5 s).
+
+    A request is counted after its response went out, so a scrape sent the instant the response
+    arrives may come first; a request never counted fails the caller's own checks."""
+    from .helpers import Scrape
+
+    deadline = time.monotonic() + 5
+    while True:
+        answer = get(f"{url}/metrics")
+        counted = Scrape(answer[2].decode()).total("boxkite_requests_total", model=model)
+        if counted >= requests or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.01)

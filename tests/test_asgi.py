@@ -27,7 +27,7 @@ from .helpers import (
     split_body,
     wine_baseline,
 )
-from .servers import asgi_server, get
+from .servers import asgi_server, get, settled_metrics
 from .test_wsgi import HOSTILE, MODES
 
 WINE = wine_baseline()
@@ -63,7 +63,7 @@ def test_curl_against_fastapi_under_uvicorn():
     app.add_middleware(BoxkiteMiddleware, baseline=WINE, model=model)
     with asgi_server(app) as url:
         assert curl_walkthrough(url) == {"predictions": [6.4]}
-        status, _headers, body = get(f"{url}/metrics")
+        status, _headers, body = settled_metrics(url, model, 1)
         openmetrics = get(f"{url}/metrics", {"Accept": "application/openmetrics-text"})
     assert status == 200
     scrape = Scrape(body.decode())
@@ -232,7 +232,7 @@ def test_expect_100_continue_and_chunked_under_uvicorn():
     with asgi_server(app) as url:
         assert curl_walkthrough(url, "Expect: 100-continue") == {"predictions": [6.4]}
         assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
-        scrape = Scrape(get(f"{url}/metrics")[2].decode())
+        scrape = Scrape(settled_metrics(url, model, 2)[2].decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2
 
 

@@ -22,7 +22,7 @@ from mlflow.utils.proto_json_utils import dump_input_data
 from boxkite_middleware import Baseline, BoxkiteMiddleware
 
 from .helpers import Scrape, assert_replay_equals_baseline, mixed_data
-from .servers import asgi_server, get
+from .servers import asgi_server, settled_metrics
 
 
 class Labels(mlflow.pyfunc.PythonModel):
@@ -57,7 +57,7 @@ def test_mlflow_client_through_mlflow_server_replays_the_baseline_exactly(pyfunc
         for start, end in zip(starts, [*starts[1:], len(frame)]):
             answer = client.invoke(frame.iloc[start:end])
             assert len(answer["predictions"]) == end - start
-        _, _, body = get(f"{url}/metrics")
+        _, _, body = settled_metrics(url, model, len(starts))
     result = Scrape(body.decode())
     recorded = result.value("boxkite_requests_total", model=model, outcome="recorded", reason="ok")
     assert recorded == len(starts)

@@ -25,7 +25,7 @@ from .helpers import (
     split_body,
     wine_baseline,
 )
-from .servers import get, wsgi_server
+from .servers import settled_metrics, wsgi_server
 
 WINE = wine_baseline()
 
@@ -47,7 +47,7 @@ def test_curl_against_flask_under_a_real_server():
     app.wsgi_app = BoxkiteMiddleware(app.wsgi_app, baseline=WINE, model=model)
     with wsgi_server(app) as url:
         assert curl_walkthrough(url) == {"predictions": [6.4]}
-        status, headers, body = get(f"{url}/metrics")
+        status, headers, body = settled_metrics(url, model, 1)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     scrape = Scrape(body.decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 1
@@ -281,7 +281,7 @@ def test_expect_100_continue_over_a_real_server():
     with wsgi_server(app) as url:
         assert curl_walkthrough(url, "Expect: 100-continue") == {"predictions": [6.4]}
         assert curl_walkthrough(url, "Transfer-Encoding: chunked") == {"predictions": [6.4]}
-        scrape = Scrape(get(f"{url}/metrics")[2].decode())
+        scrape = Scrape(settled_metrics(url, model, 2)[2].decode())
     assert scrape.value("boxkite_requests_total", model=model, reason="ok") == 2
 
 

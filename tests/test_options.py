@@ -1,0 +1,99 @@
+"""Options a production team reaches for: sampling, 5xx features, logging, clear typos."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+
+import pytest
+
+from boxkite_middleware import BoxkiteMiddleware
+
+from .helpers import mixed_baseline, post, scrape, split_body
+
+BODY = split_body({"x": [-3.5, 1.25], "colour": ["red", "blue"]})
+
+
+def _app(status: str = "200 OK"):
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response(status, [("Content-Type", "application/json")])
+        return [b'{"predictions": ["cat", "dog"]}']
+
+    return app
+
+
+def test_sampling_records_a_binomial_share_and_counts_the_rest():
+    random.seed(11)
+    wrapped = BoxkiteMiddleware(_app(), baseline=mixed_baseline(), model="sampled", sample=0.1)
+    requests = 2000
+    for _ in range(requests):
+        assert post(wrapped, BODY) == 200  # every request answered alike
+    result = scrape()
+    recorded = result.value("boxkite_requests_total", model="sampled", reason="ok")
+    sampled_out = result.value("boxkite_requests_total", model="sampled", reason="sampled_out")
+    assert recorded + sampled_out == requests
+    deviation = 4 * math.sqrt(requests * 0.1 * 0.9)  # 4 sigma: a false failure ~1 in 16,000
+    assert abs(recorded - 200) < deviation, recorded
+    # The drift rules read n from what was recorded: buckets hold the sampled rows only.
+    total = result.value("boxkite_feature_value_bucket", model="sampled", feature="x", le="+Inf")
+    assert total == 2 * recorded
+
+
+@pytest.mark.parametrize("sample", [0, -0.5, 1.5])
+def test_a_sample_outside_zero_to_one_is_refused(sample):
+    with pytest.raises(ValueError, match="0 < sample <= 1"):
+        BoxkiteMiddleware(_app(), baseline=mixed_baseline(), model="bad", sample=sample)
+
+
+def test_server_errors_record_their_features_only_when_asked():
+    broken = _app("500 Internal Server Error")
+    default = BoxkiteMiddleware(broken, baseline=mixed_baseline(), model="5xx-default")
+    recording = BoxkiteMiddleware(
+        broken, baseline=mixed_baseline(), model="5xx-recorded", record_server_errors=True
+    )
+    rejecting = BoxkiteMiddleware(
+        _app("400 Bad Request"),
+        baseline=mixed_baseline(),
+        model="4xx",
+        record_server_errors=True,
+    )
+    for wrapped in (default, recording, rejecting):
+        post(wrapped, BODY)
+    result = scrape()
+
+    def count(model: str, outcome: str) -> float:
+        return result.value(
+            "boxkite_requests_total", model=model, outcome=outcome, reason="error_status"
+        )
+
+    assert count("5xx-default", "skipped") == 1 and count("5xx-default", "recorded") == 0
+    assert count("5xx-recorded", "recorded") == 1 and count("5xx-recorded", "skipped") == 0
+    assert count("4xx", "skipped") == 1  # a client's mistake is not the model's traffic
+    x = {"feature": "x", "le": "+Inf"}
+    assert result.value("boxkite_feature_value_bucket", model="5xx-recorded", **x) == 2
+    assert result.value("boxkite_feature_value_bucket", model="5xx-default", **x) == 0
+    # No predictions were read from an error response.
+    outputs = result.find("boxkite_inference_category_total", model="5xx-recorded")
+    assert outputs and not any(sample.value for sample in outputs)
+
+
+def test_start_up_says_what_is_recorded_and_each_request_why(caplog):
+    caplog.set_level(logging.DEBUG, logger="boxkite_middleware")
+    wrapped = BoxkiteMiddleware(_app(), baseline=mixed_baseline(), model="told")
+    started = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any(
+        "'told'" in m and mixed_baseline().identity in m and "/metrics" in m and "in memory" in m
+        for m in started
+    ), started
+    post(wrapped, BODY)
+    post(wrapped, b"{not json", "application/json")
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("'told'" in m and ": ok " in m for m in debug), debug
+    assert any("'told'" in m and ": undecodable " in m for m in debug), debug
+
+
+def test_a_misspelt_option_names_the_middleware_and_the_likely_option():
+    with pytest.raises(TypeError, match=r"WSGIMiddleware\(\).*'modle'.*did you mean 'model'"):
+        BoxkiteMiddleware(_app(), baseline=mixed_baseline(), modle="typo")
