@@ -7,6 +7,7 @@ example with its scikit-learn model, called in-process (no server) with the byte
 in bench_gunicorn.py, in multi-process mode. Bare and wrapped calls alternate in blocks of 10.
 Three variants of the wrapped app show where the added time goes: the full middleware, its
 transport alone (copying, no decoding or counting), and transport plus decoding (no counting).
+Two more show what sampling saves: ``sample=0.1``, and a request that is sampled out.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def main() -> None:
             monitor.Exchange._record = recording
             figures[variant], bare_median = _added(call, bare, wrapped, arguments.blocks)
         monitor.Exchange._record = record
+        for variant, share in (("sample 0.1", 0.1), ("sampled out", 1e-12)):
+            wrapped.monitor.sample = share
+            figures[variant], _ = _added(call, bare, wrapped, arguments.blocks)
+        wrapped.monitor.sample = 1.0
         results.append(
             [
                 str(size),
@@ -116,6 +121,8 @@ def main() -> None:
                 *(f"{figures[name]:.0f}" for name in ("transport", "transport + decoding")),
                 f"{figures['full']:.0f}",
                 f"{100 * bare_median / (bare_median + figures['full']):.0f} %",
+                f"{figures['sample 0.1']:.0f}",
+                f"{figures['sampled out']:.0f}",
             ]
         )
     print(
@@ -127,6 +134,8 @@ def main() -> None:
                 "+ decoding",
                 "+ counting (full)",
                 "bare/(bare+added)",
+                "added, sample 0.1",
+                "added, sampled out",
             ],
             results,
         )
