@@ -12,6 +12,7 @@ import difflib
 import gc
 import logging
 import random
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -87,6 +88,29 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+class Paths:
+    """Request paths: exact ones, and templates such as ``/models/{name}/predict`` whose
+    ``{...}`` parts each match one path segment (as Starlette's and Flask's routes do)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._exact: set[str] = set()
+        templates = []
+        for pattern in patterns:
+            pieces = re.split(r"(\{[^{}/]*\})", pattern)
+            if len(pieces) == 1:
+                self._exact.add(pattern)
+            else:
+                templates.append(
+                    "".join("[^/]+" if i % 2 else re.escape(p) for i, p in enumerate(pieces))
+                )
+        self._templates = re.compile("|".join(templates)) if templates else None
+
+    def __contains__(self, path: str) -> bool:
+        if path in self._exact:
+            return True
+        return self._templates is not None and self._templates.fullmatch(path) is not None
+
+
 class Options(TypedDict, total=False):
     """The middleware's keyword-only options, as type checkers see them (defaults and
     meanings: `Monitor` and docs/reference.md)."""
@@ -94,6 +118,7 @@ class Options(TypedDict, total=False):
     model: str
     metrics_path: str | None
     paths: Iterable[str] | None
+    exclude_paths: Iterable[str] | None
     max_body_bytes: int
     features: Iterable[str] | None
     expose_baseline: bool
@@ -129,6 +154,7 @@ class Monitor:
         model: str = "default",
         metrics_path: str | None = "/metrics",
         paths: Iterable[str] | None = None,
+        exclude_paths: Iterable[str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         features: Iterable[str] | None = None,
         expose_baseline: bool = True,
@@ -169,7 +195,8 @@ class Monitor:
             metrics_path = None  # the app's own port no longer answers scrapes
             listener.serve()
         self.metrics_path = metrics_path
-        self.paths = None if paths is None else frozenset(paths)
+        self.paths = None if paths is None else Paths(paths)
+        self.exclude_paths = Paths(exclude_paths or ())
         self.max_body_bytes = max_body_bytes
         self.pause_gc = pause_gc
         self.sample = sample
@@ -209,6 +236,8 @@ class Monitor:
     ) -> Exchange | None:
         """An exchange to copy this request into, or None if it carries no prediction."""
         if method != "POST" or (self.paths is not None and path not in self.paths):
+            return None
+        if path in self.exclude_paths:
             return None
         kind = media_type(content_type)
         if not (is_json(kind) or kind in CSV_TYPES):

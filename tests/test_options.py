@@ -10,7 +10,7 @@ import pytest
 
 from boxkite_middleware import BoxkiteMiddleware
 
-from .helpers import mixed_baseline, post, scrape, split_body
+from .helpers import Scrape, mixed_baseline, post, scrape, split_body
 
 BODY = split_body({"x": [-3.5, 1.25], "colour": ["red", "blue"]})
 
@@ -97,3 +97,48 @@ def test_start_up_says_what_is_recorded_and_each_request_why(caplog):
 def test_a_misspelt_option_names_the_middleware_and_the_likely_option():
     with pytest.raises(TypeError, match=r"WSGIMiddleware\(\).*'modle'.*did you mean 'model'"):
         BoxkiteMiddleware(_app(), baseline=mixed_baseline(), modle="typo")
+
+
+def _post_to(wrapped, path: str) -> int:
+    from werkzeug.test import Client
+
+    response = Client(wrapped).post(path, data=BODY, content_type="application/json", buffered=True)
+    return response.status_code
+
+
+def test_path_templates_and_exclusions():
+    templated = BoxkiteMiddleware(
+        _app(), baseline=mixed_baseline(), model="routes", paths=["/models/{name}/predict"]
+    )
+    excluding = BoxkiteMiddleware(
+        _app(),
+        baseline=mixed_baseline(),
+        model="routes-but",
+        exclude_paths=["/admin/{action}", "/healthz"],
+    )
+    for path in ("/models/wine/predict", "/models/beer/predict", "/models/predict"):
+        _post_to(templated, path)
+    for path in ("/models/wine/v2/predict", "/models/wine/predicted", "/other"):
+        _post_to(templated, path)
+    for path in ("/invocations", "/admin/reload", "/healthz", "/admin/a/b"):
+        _post_to(excluding, path)
+    result = scrape()
+    # {name} is one whole segment: two of the six paths match the template.
+    assert result.total("boxkite_requests_total", model="routes") == 2
+    # Everything but the excluded paths ("/admin/a/b" is not "/admin/{action}").
+    assert result.total("boxkite_requests_total", model="routes-but") == 2
+
+
+def test_two_models_on_two_routes_of_one_app():
+    """One middleware per model, each with its routes; the outer one serves /metrics for both."""
+    from werkzeug.test import Client
+
+    inner = BoxkiteMiddleware(
+        _app(), baseline=mixed_baseline(), model="red", paths=["/red"], metrics_path=None
+    )
+    both = BoxkiteMiddleware(inner, baseline=mixed_baseline(), model="blue", paths=["/blue"])
+    for path in ("/red", "/red", "/blue"):
+        _post_to(both, path)
+    result = Scrape(Client(both).get("/metrics").get_data(as_text=True))
+    assert result.value("boxkite_requests_total", model="red", reason="ok") == 2
+    assert result.value("boxkite_requests_total", model="blue", reason="ok") == 1
