@@ -15,7 +15,7 @@ import random
 import re
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, AnyStr, TypedDict
 
@@ -129,6 +129,7 @@ class Options(TypedDict, total=False):
     pause_gc: bool
     sample: float
     record_server_errors: bool
+    labels: Mapping[str, str] | None
 
 
 def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
@@ -165,6 +166,7 @@ class Monitor:
         pause_gc: bool = True,
         sample: float = 1.0,
         record_server_errors: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -185,7 +187,11 @@ class Monitor:
             if multiprocess.several_workers_at_start_up():
                 multiprocess.warn_several_workers()
         self.recorder: Recorder = recorder_for(
-            model, baseline, list(features or ()), expose_baseline=expose_baseline
+            model,
+            baseline,
+            list(features or ()),
+            expose_baseline=expose_baseline,
+            labels=labels,
         )
         self._prepare_files()
         listener = exposition.Listener.configured(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
 from bisect import bisect_left
 from collections import Counter
@@ -207,8 +208,28 @@ def _plan_few(pairs: Sequence[tuple[NumericColumn, Sequence[Any]]], increments: 
             amounts.append(total)
 
 
+RESERVED_LABELS = frozenset(
+    {"model", "baseline", "feature", "output", "category", "le", "outcome", "reason"}
+    | {"created", "version", "features", "outputs"}
+)
+"""Labels of our own families: constant labels may not take these names."""
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Constant labels as given, if Prometheus accepts their names and ours do not clash."""
+    for name, value in labels.items():
+        if not LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a Prometheus label name")
+        if name in RESERVED_LABELS:
+            raise ValueError(f"the label {name!r} is boxkite-middleware's own; choose another")
+        if not isinstance(value, str):
+            raise ValueError(f"the value of label {name!r} must be a string, not {value!r}")
+    return dict(labels)
+
+
 class Recorder:
-    """All live series of one (model, baseline) pair in this process."""
+    """All live series of one (model, baseline, constant labels) in this process."""
 
     def __init__(
         self,
@@ -218,13 +239,14 @@ class Recorder:
         store: Store,
         *,
         expose_baseline: bool = True,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self.baseline = baseline
         self.expose_baseline = expose_baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
         self._store = store
-        self._common = {"model": model, "baseline": self.identity}
+        self._common = {"model": model, "baseline": self.identity, **check_labels(labels or {})}
         self.features: dict[str, LiveColumn] = {}
         self.outputs: dict[str, LiveColumn] = {}
         columns = (
@@ -403,7 +425,7 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-_recorders: dict[tuple[str, str], Recorder] = {}
+_recorders: dict[tuple, Recorder] = {}
 _recorders_lock = threading.Lock()
 
 
@@ -413,17 +435,23 @@ def recorder_for(
     feature_names: Sequence[str] = (),
     *,
     expose_baseline: bool = True,
+    labels: Mapping[str, str] | None = None,
 ) -> Recorder:
-    """The process's one recorder for ``(model, baseline)``: middleware built twice shares it.
-
-    Two value objects for one series would overwrite each other's mmap entry and lose counts.
+    """The process's one recorder for ``(model, baseline, labels)``: middleware built twice
+    shares it. Two writers of one series would overwrite each other's entry and lose counts.
     """
     identity = baseline.identity if baseline else NO_BASELINE
+    key = (model, identity, tuple(sorted((labels or {}).items())))
     with _recorders_lock:
-        existing = _recorders.get((model, identity))
+        existing = _recorders.get(key)
         if existing is None:
-            existing = _recorders[model, identity] = Recorder(
-                model, baseline, feature_names, store(), expose_baseline=expose_baseline
+            existing = _recorders[key] = Recorder(
+                model,
+                baseline,
+                feature_names,
+                store(),
+                expose_baseline=expose_baseline,
+                labels=labels,
             )
         elif baseline is None and list(existing.features) != list(feature_names):
             raise ValueError(

@@ -142,3 +142,41 @@ def test_two_models_on_two_routes_of_one_app():
     result = Scrape(Client(both).get("/metrics").get_data(as_text=True))
     assert result.value("boxkite_requests_total", model="red", reason="ok") == 2
     assert result.value("boxkite_requests_total", model="blue", reason="ok") == 1
+
+
+def test_constant_labels_go_on_every_family_of_the_model():
+    versions = [
+        BoxkiteMiddleware(
+            _app(), baseline=mixed_baseline(), model="labelled", labels={"model_version": v}
+        )
+        for v in ("3", "4")
+    ]
+    post(versions[0], BODY)
+    post(versions[0], BODY)
+    post(versions[1], BODY)
+    result = scrape()
+    samples = [s for s in result.samples if s.labels.get("model") == "labelled"]
+    families = {s.name for s in samples}
+    assert {"boxkite_requests_total", "boxkite_baseline_info"} <= families
+    assert any(name.endswith("_baseline_bucket") for name in families)
+    assert all(s.labels.get("model_version") in ("3", "4") for s in samples)
+    for version, requests in (("3", 2), ("4", 1)):
+        counted = result.value(
+            "boxkite_requests_total", model="labelled", model_version=version, reason="ok"
+        )
+        assert counted == requests
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"model": "x"}, "boxkite-middleware's own"),
+        ({"le": "1"}, "boxkite-middleware's own"),
+        ({"bad-name": "x"}, "not a Prometheus label name"),
+        ({"__private": "x"}, "not a Prometheus label name"),
+        ({"version_number": 3}, "must be a string"),
+    ],
+)
+def test_constant_labels_that_would_clash_are_refused(labels, message):
+    with pytest.raises(ValueError, match=message):
+        BoxkiteMiddleware(_app(), baseline=mixed_baseline(), model="clash", labels=labels)
