@@ -16,6 +16,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr, TypedDict
 
@@ -111,6 +112,15 @@ class Paths:
         return self._templates is not None and self._templates.fullmatch(path) is not None
 
 
+@dataclass(frozen=True)
+class Locations:
+    """Where the rows are in a request and each output in a response, when the app's JSON is
+    none of the shapes we know: dotted paths (`payload.locate`)."""
+
+    rows: str | None = None
+    outputs: dict[str, str] | None = None
+
+
 class Options(TypedDict, total=False):
     """The middleware's keyword-only options, as type checkers see them (defaults and
     meanings: `Monitor` and docs/reference.md)."""
@@ -130,6 +140,8 @@ class Options(TypedDict, total=False):
     sample: float
     record_server_errors: bool
     labels: Mapping[str, str] | None
+    rows: str | None
+    outputs: Mapping[str, str] | None
 
 
 def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
@@ -167,6 +179,8 @@ class Monitor:
         sample: float = 1.0,
         record_server_errors: bool = False,
         labels: Mapping[str, str] | None = None,
+        rows: str | None = None,
+        outputs: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -207,6 +221,7 @@ class Monitor:
         self.pause_gc = pause_gc
         self.sample = sample
         self.record_server_errors = record_server_errors
+        self.locations = Locations(rows, None if outputs is None else dict(outputs))
         logger.info(
             "boxkite-middleware: model %r, baseline %s (%d features, %d outputs), metrics %s, "
             "%s, recording %s of prediction requests",
@@ -264,6 +279,7 @@ class Monitor:
             self.max_body_bytes,
             pause_gc=self.pause_gc,
             record_server_errors=self.record_server_errors,
+            locations=self.locations,
         )
 
 
@@ -305,6 +321,7 @@ class Exchange:
     __slots__ = (
         "_finished",
         "_limit",
+        "_locations",
         "_pause_gc",
         "_record_server_errors",
         "_recorder",
@@ -325,8 +342,10 @@ class Exchange:
         *,
         pause_gc: bool = True,
         record_server_errors: bool = False,
+        locations: Locations | None = None,
     ) -> None:
         self._recorder = recorder
+        self._locations = locations or Locations()
         self._pause_gc = pause_gc
         self._record_server_errors = record_server_errors
         self._request_type = request_type
@@ -395,7 +414,7 @@ class Exchange:
         elif self._request is None:
             reason = Reason.TOO_LARGE
         else:
-            frames = decode_any_request(self._request, self._request_type)
+            frames = decode_any_request(self._request, self._request_type, self._locations.rows)
             if not isinstance(frames, str):
                 return self._record_frames(frames, server_error)
             reason = frames
@@ -409,7 +428,11 @@ class Exchange:
             predictions = self._response_skip
         else:
             predictions = decode_response(
-                self._response, self._response_type, self._response_encoding, self._limit
+                self._response,
+                self._response_type,
+                self._response_encoding,
+                self._limit,
+                self._locations.outputs,
             )
         if isinstance(frames, Frame):
             return self._recorder.record(frames, predictions)

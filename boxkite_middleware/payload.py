@@ -12,7 +12,7 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +117,11 @@ def _nan_as_null(body: bytes | bytearray) -> bytes | None:
     return b'"'.join(pieces)
 
 
-def decode_request(body: bytes | bytearray, media_type: str) -> Frame | str:
-    """A request body as a `Frame`, or the reason it cannot be read."""
+def decode_request(
+    body: bytes | bytearray, media_type: str, rows: str | None = None
+) -> Frame | str:
+    """A request body as a `Frame`, or the reason it cannot be read. ``rows``: where the rows
+    are in a JSON body (a dotted path, `locate`) when it is none of the shapes we know."""
     if not body:
         return Reason.UNDECODABLE
     if media_type in CSV_TYPES:
@@ -129,18 +132,41 @@ def decode_request(body: bytes | bytearray, media_type: str) -> Frame | str:
         document = loads(body)
     except (ValueError, RecursionError):
         return Reason.UNDECODABLE
-    return _frame(document)
+    if rows is None:
+        return _frame(document)
+    try:
+        located = locate(document, rows)
+    except (KeyError, IndexError, TypeError):
+        return Reason.UNKNOWN_FORMAT
+    if isinstance(located, dict) and "columns" in located and "data" in located:
+        return _split(located)
+    return _tensor(located)  # records, rows, a mapping of columns, or one column
+
+
+def locate(document: Any, path: str) -> Any:
+    """The value at a dotted path such as ``"records"`` or ``"payload.rows"`` (a digit indexes
+    a list); KeyError, IndexError or TypeError when it is not there."""
+    for part in path.split("."):
+        if isinstance(document, list) and part.isdigit():
+            document = document[int(part)]
+        elif isinstance(document, dict):
+            document = document[part]
+        else:
+            raise TypeError(f"no {part!r} in a {type(document).__name__}")
+    return document
 
 
 def decode_any_request(
-    body: bytes | bytearray, media_type: str
+    body: bytes | bytearray, media_type: str, rows: str | None = None
 ) -> Frame | Iterator[Frame | str] | str:
-    """`decode_request`, or for a large JSON body of number rows `decode_large_request`."""
+    """`decode_request`, or for a large JSON body of number rows `decode_large_request`
+    (which knows the data and instances keys only: with ``rows`` given, large bodies are
+    parsed whole up to `LARGE_BODY_BYTES`)."""
     if len(body) > SLICED_BYTES and is_json(media_type):
-        sliced = decode_large_request(body)
+        sliced = decode_large_request(body) if rows is None else Reason.TOO_LARGE
         if sliced != Reason.TOO_LARGE or len(body) > LARGE_BODY_BYTES:
             return sliced
-    return decode_request(body, media_type)
+    return decode_request(body, media_type, rows)
 
 
 def decode_large_request(body: bytes | bytearray) -> Iterator[Frame | str] | str:
@@ -342,13 +368,19 @@ def _csv_frame(body: bytes | bytearray) -> Frame | str:
 
 
 def decode_response(
-    body: bytes | bytearray, media_type: str, encoding: str, limit: int
+    body: bytes | bytearray,
+    media_type: str,
+    encoding: str,
+    limit: int,
+    outputs: Mapping[str, str] | None = None,
 ) -> dict | str:
     """Predictions by output label (``"0"``, ``"1"``, … or object keys), or a reason.
 
     Accepts a list, ``{"predictions": ...}``, a list of lists (multi-output or class
-    probabilities), a list of objects, or a mapping ``output -> values``. A body compressed by
-    an inner middleware is inflated up to ``limit`` bytes.
+    probabilities), a list of objects, or a mapping ``output -> values``; or, with
+    ``outputs``, each output's values at its dotted path (`locate`), so that one response can
+    feed several outputs. A body compressed by an inner middleware is inflated up to ``limit``
+    bytes.
     """
     if not is_json(media_type):
         return Reason.NOT_JSON
@@ -361,6 +393,8 @@ def decode_response(
         document = loads(body)
     except (ValueError, RecursionError):
         return Reason.UNDECODABLE
+    if outputs is not None:
+        return _located_outputs(document, outputs)
     if isinstance(document, dict) and "predictions" in document:
         document = document["predictions"]
     if isinstance(document, dict):
@@ -380,6 +414,17 @@ def decode_response(
         return frame
     names = frame.names or tuple(str(i) for i in range(len(frame.columns)))
     return dict(zip(names, frame.columns))
+
+
+def _located_outputs(document: Any, outputs: Mapping[str, str]) -> dict[str, list[Any]]:
+    found = {}
+    for name, path in outputs.items():
+        try:
+            values = locate(document, path)
+        except (KeyError, IndexError, TypeError):
+            continue  # not in this response: the recorder says no_predictions if none is
+        found[name] = values if isinstance(values, list) else [values]
+    return found
 
 
 def _inflate(body: bytes | bytearray, encoding: str, limit: int) -> bytes | None:

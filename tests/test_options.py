@@ -7,6 +7,7 @@ import math
 import random
 
 import pytest
+from pydantic import BaseModel
 
 from boxkite_middleware import BoxkiteMiddleware
 
@@ -180,3 +181,76 @@ def test_constant_labels_go_on_every_family_of_the_model():
 def test_constant_labels_that_would_clash_are_refused(labels, message):
     with pytest.raises(ValueError, match=message):
         BoxkiteMiddleware(_app(), baseline=mixed_baseline(), model="clash", labels=labels)
+
+
+class Row(BaseModel):
+    x: float
+    size: float
+    colour: str | None
+    grade: int
+    label: str
+
+
+class Batch(BaseModel):
+    """A pydantic model wrapping a list: FastAPI's most common request shape."""
+
+    records: list[Row]
+
+
+def test_rows_and_outputs_where_a_fastapi_app_keeps_them():
+    """The most common FastAPI shape, a pydantic model wrapping a list, answered with named
+    lists: replaying the training rows through it reproduces the baseline exactly."""
+    import json
+    import urllib.request
+
+    from fastapi import FastAPI
+
+    from .helpers import assert_replay_equals_baseline, mixed_data
+    from .servers import asgi_server, settled_metrics
+
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(batch: Batch) -> dict:
+        return {"result": {"labels": [row.label for row in batch.records]}, "took_ms": 1}
+
+    app.add_middleware(
+        BoxkiteMiddleware,
+        baseline=mixed_baseline(),
+        model="located",
+        rows="records",
+        outputs={"0": "result.labels"},
+    )
+    features, labels = mixed_data()
+    names = list(features)
+    records = [
+        {**{name: features[name][i] for name in names}, "label": labels[i]}
+        for i in range(len(labels))
+    ]
+    with asgi_server(app) as url:
+        for start in range(0, len(records), 50):
+            request = urllib.request.Request(
+                f"{url}/predict",
+                data=json.dumps({"records": records[start : start + 50]}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            assert urllib.request.urlopen(request, timeout=10).status == 200
+        body = settled_metrics(url, "located", len(records) // 50)[2]
+    result = Scrape(body.decode())
+    assert result.value("boxkite_requests_total", model="located", reason="ok") == 12
+    assert result.value("boxkite_extra_columns_total", model="located") == 12  # "label"
+    assert_replay_equals_baseline(result, "located", names)
+
+
+def test_a_location_that_is_not_there_says_so():
+    wrapped = BoxkiteMiddleware(
+        _app(), baseline=mixed_baseline(), model="nowhere", rows="records", outputs={"0": "x.y"}
+    )
+    post(wrapped, BODY)  # a pandas-split body: no "records" in it
+    located = split_body({"x": [1.0]}).replace(b'{"columns"', b'{"records": {"columns"', 1)
+    post(wrapped, located + b"}")  # rows found; the response has no x.y
+    result = scrape()
+    unknown = {"outcome": "skipped", "reason": "unknown_format"}
+    assert result.value("boxkite_requests_total", model="nowhere", **unknown) == 1
+    reason = {"outcome": "recorded", "reason": "no_predictions"}
+    assert result.value("boxkite_requests_total", model="nowhere", **reason) == 1
