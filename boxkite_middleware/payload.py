@@ -49,6 +49,7 @@ class Reason:
     SAMPLED_OUT = "sampled_out"
     # A recorded request whose predictions could not be read.
     NO_PREDICTIONS = "no_predictions"
+    PREDICTIONS_MISSING = "predictions_missing"  # read, but every value null or not a number
 
 
 JSON_TYPES = frozenset({"application/json"})

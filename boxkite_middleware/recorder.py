@@ -9,6 +9,7 @@ at once: a request is counted whole or, if anything fails while tallying, not at
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import threading
@@ -51,6 +52,7 @@ OUTCOMES = {
         Reason.UNKNOWN_FORMAT,
         Reason.BAD_SHAPE,
         Reason.ERROR_STATUS,  # a 5xx answer, with record_server_errors=True
+        Reason.PREDICTIONS_MISSING,
     ),
     "skipped": (
         Reason.NOT_JSON,
@@ -249,6 +251,7 @@ class Recorder:
         self._common = {"model": model, "baseline": self.identity, **check_labels(labels or {})}
         self.features: dict[str, LiveColumn] = {}
         self.outputs: dict[str, LiveColumn] = {}
+        self._said_missing: set[int] = set()
         columns = (
             baseline.columns()
             if baseline
@@ -361,6 +364,7 @@ class Recorder:
     ) -> str:
         """Plan the predictions (numeric ones with a value per row join ``numeric``), the
         extra columns and the outcome, then apply the whole request at once."""
+        matched: dict[LiveColumn, int] = {}  # output -> how many values it was given
         if isinstance(predictions, str):
             reason = predictions
         else:
@@ -372,14 +376,42 @@ class Recorder:
                         numeric.append((column, values))
                     else:
                         self.plan(column, values, increments)
+                    matched[column] = len(values)
                     reason = Reason.OK
         if numeric:
             self.numeric.plan(numeric, rows, increments)
+        if matched and self._all_missing(matched, increments):
+            reason = Reason.PREDICTIONS_MISSING
         if extra:
             increments.add(COUNTER, self._extra_slot, extra)
         increments.add(COUNTER, self._outcome_slots["recorded", reason], 1)
         self._store.apply(increments)
         return reason
+
+    def _all_missing(self, matched: dict[LiveColumn, int], increments: Increments) -> bool:
+        """Whether every value of every output read was missing (null, NaN, not a number);
+        said once per output in a process, for it usually means that the response holds
+        something else under that name than the baseline's output (see ``outputs=``)."""
+        missing = dict.fromkeys((column.missing_slot for column in matched), 0.0)
+        for slot, amount in zip(increments.slots[COUNTER], increments.amounts[COUNTER]):
+            if slot in missing:
+                missing[slot] += amount
+        every = True
+        for column, count in matched.items():
+            if count and missing[column.missing_slot] >= count:
+                if column.missing_slot not in self._said_missing:
+                    self._said_missing.add(column.missing_slot)
+                    name = next(n for n, c in self.outputs.items() if c is column)
+                    logging.getLogger("boxkite_middleware").warning(
+                        "boxkite-middleware: model %r: output %r was missing in every value of "
+                        "a response; does the response hold the baseline's output there "
+                        "(see outputs=)?",
+                        self.model,
+                        name,
+                    )
+            else:
+                every = False
+        return every
 
     def plan(self, column: LiveColumn, values: Sequence[Any], increments: Increments) -> None:
         """Add the increments of one column's ``values``, on their own."""

@@ -254,3 +254,25 @@ def test_a_location_that_is_not_there_says_so():
     assert result.value("boxkite_requests_total", model="nowhere", **unknown) == 1
     reason = {"outcome": "recorded", "reason": "no_predictions"}
     assert result.value("boxkite_requests_total", model="nowhere", **reason) == 1
+
+
+def test_a_response_whose_outputs_are_all_missing_is_not_ok(caplog):
+    def answering(predictions: bytes):
+        def app(environ, start_response):
+            environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [predictions]
+
+        return app
+
+    model = "empty-answers"
+    caplog.set_level(logging.WARNING, logger="boxkite_middleware")
+    for answer in (b"[null, null]", b'["", null]', b'["cat", null]', b"[null, null]"):
+        post(BoxkiteMiddleware(answering(answer), baseline=mixed_baseline(), model=model), BODY)
+    result = scrape()
+    missing = {"outcome": "recorded", "reason": "predictions_missing"}
+    assert result.value("boxkite_requests_total", model=model, **missing) == 3
+    assert result.value("boxkite_requests_total", model=model, reason="ok") == 1
+    assert result.value("boxkite_inference_missing_total", model=model) == 7
+    warned = [r.getMessage() for r in caplog.records if "missing in every value" in r.getMessage()]
+    assert len(warned) == 1 and "'0'" in warned[0]  # once per output and process
