@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import time
@@ -111,17 +112,23 @@ class Baseline:
         max_categories: int = DEFAULT_MAX_CATEGORIES,
         max_samples: int | None = None,
         seed: int = 0,
+        bins: Mapping[str, Sequence[float]] | None = None,
     ) -> Baseline:
         """Build a baseline from training features and (optionally) the model's predictions.
 
         ``features``: a mapping ``name -> 1-D values``, a pandas DataFrame, an iterable of
         ``(name, values)`` pairs, or a 2-D numpy array with ``columns=``. ``inference``: a 1-D
         array (regression or class labels), a 2-D array (one output per column) or a mapping.
-        Every row is counted unless ``max_samples`` is given.
+        Every row is counted unless ``max_samples`` is given. ``bins`` gives fixed edges to
+        the columns whose names match its keys (exact names or ``fnmatch`` patterns such as
+        ``"proba_*"``), e.g. tenths for probabilities however small the holdout.
         """
         builder = _ColumnBuilder(
             set(categorical), set(continuous), max_bins, max_categories, max_samples, seed
         )
+        builder.bins = {
+            pattern: _fixed_edges(pattern, edges) for pattern, edges in (bins or {}).items()
+        }
         feature_columns = builder.build_all(_named_columns(features, columns), "feature")
         output_columns = {}
         if inference is not None:
@@ -209,6 +216,15 @@ def _has_text(values: Any) -> bool:
     return any(isinstance(v, (str, bool)) for v in np.ravel(np.asarray(values, dtype=object)))
 
 
+def _fixed_edges(pattern: str, edges: Sequence[float]) -> np.ndarray:
+    fixed = np.asarray(edges, dtype=np.float64)
+    if fixed.ndim != 1 or fixed.size == 0 or not np.all(np.isfinite(fixed)):
+        raise ValueError(f"bins[{pattern!r}]: give one or more finite edges")
+    if np.any(np.diff(fixed) <= 0):
+        raise ValueError(f"bins[{pattern!r}]: edges must increase")
+    return fixed
+
+
 class _ColumnBuilder:
     """Turns raw columns into `Histogram`/`Categories`, with the options of `from_data`."""
 
@@ -224,6 +240,7 @@ class _ColumnBuilder:
         self.max_categories = max_categories
         self.max_samples = max_samples
         self.seed = seed
+        self.bins: dict[str, np.ndarray] = {}
 
     def build_all(self, named: list[tuple[str, Any]], role: str) -> dict[str, Column]:
         if not named:
@@ -244,7 +261,10 @@ class _ColumnBuilder:
     def build(self, name: str, values: np.ndarray) -> Column:
         if values.size == 0:
             raise ValueError(f"column {name!r} is empty")
-        if name in self.categorical or (name not in self.continuous and _is_text(values)):
+        fixed = next((e for p, e in self.bins.items() if fnmatch.fnmatchcase(name, p)), None)
+        if fixed is None and (
+            name in self.categorical or (name not in self.continuous and _is_text(values))
+        ):
             return self._categories(name, values)
         numbers = binning.as_float(values)
         nan = np.isnan(numbers)
@@ -252,6 +272,13 @@ class _ColumnBuilder:
         if present.size == 0:
             raise ValueError(f"column {name!r} has no numeric values (all missing)")
         missing = numbers.size - present.size
+        if fixed is not None:
+            ordered = np.sort(present)
+            counts = binning.sorted_bucket_counts(ordered, fixed)
+            finite = ordered[np.isfinite(ordered)]
+            return Histogram(
+                tuple(fixed.tolist()), tuple(counts.tolist()), missing, _finite_sum(finite)
+            )
         if name not in self.continuous and binning.is_discrete(present, self.max_categories):
             distinct, counts = np.unique(present, return_counts=True)
             categories = map(binning.canonical_category, distinct)

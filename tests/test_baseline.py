@@ -168,3 +168,24 @@ def test_pandas_is_not_imported_for_plain_input():
         "Baseline.from_data({'a': [1.5, 2.5, 3.5]}); assert 'pandas' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fixed_bins_for_columns_matching_a_pattern():
+    """Probabilities of a small holdout still get tenths; other columns keep their own bins."""
+    rng = np.random.default_rng(3)
+    proba = rng.uniform(0, 1, 45)
+    tenths = [round(0.1 * i, 1) for i in range(1, 10)]
+    baseline = Baseline.from_data(
+        {"x": rng.normal(0, 1, 45)},
+        inference={"proba_red": proba, "proba_blue": 1 - proba, "label": (proba > 0.5) * 1},
+        bins={"proba_*": tenths},
+    )
+    for name in ("proba_red", "proba_blue"):
+        column = baseline.inference[name]
+        assert isinstance(column, Histogram) and list(column.edges) == tenths
+        values = proba if name == "proba_red" else 1 - proba
+        expected = np.bincount(np.searchsorted(tenths, values, "left"), minlength=10)
+        assert list(column.counts) == expected.tolist()
+    assert isinstance(baseline.inference["label"], Categories)  # not matched: detected as ever
+    with pytest.raises(ValueError, match="edges must increase"):
+        Baseline.from_data({"x": proba}, bins={"x": [0.5, 0.1]})
