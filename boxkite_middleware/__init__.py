@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Baseline": "baseline",
+    "BatchRecorder": "batch",
     "BaselineError": "baseline",
     "BoxkiteMiddleware": "middleware",
     "WSGIMiddleware": "wsgi",
@@ -26,6 +27,7 @@ __all__ = [
     "ASGIMiddleware",
     "Baseline",
     "BaselineError",
+    "BatchRecorder",
     "BoxkiteMiddleware",
     "WSGIMiddleware",
     "__version__",
@@ -36,6 +38,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .asgi import ASGIMiddleware
     from .baseline import Baseline, BaselineError
+    from .batch import BatchRecorder
     from .exposition import metrics_asgi_app, metrics_wsgi_app
     from .middleware import BoxkiteMiddleware
     from .wsgi import WSGIMiddleware

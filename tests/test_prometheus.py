@@ -70,12 +70,15 @@ def _post(url: str, body: bytes) -> None:
 
 
 class Prometheus:
-    def __init__(self, folder: Path, targets: list[str]) -> None:
+    def __init__(self, folder: Path, targets: list[str], honor_labels: bool = False) -> None:
         (folder / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
+        job = {"job_name": "model", "static_configs": [{"targets": targets}]}
+        if honor_labels:  # a Pushgateway: keep the pushed job label
+            job["honor_labels"] = True
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(folder / "rules.yml")],
-            "scrape_configs": [{"job_name": "model", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [job],
         }
         (folder / "prometheus.yml").write_text(to_yaml(config))
         self.url = f"http://127.0.0.1:{free_port()}"
