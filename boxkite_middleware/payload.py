@@ -145,9 +145,17 @@ def decode_request(
 
 
 def locate(document: Any, path: str) -> Any:
-    """The value at a dotted path such as ``"records"`` or ``"payload.rows"`` (a digit indexes
-    a list); KeyError, IndexError or TypeError when it is not there."""
-    for part in path.split("."):
+    """The value at a dotted path such as ``"records"`` or ``"payload.rows"``: a digit indexes
+    a list, and ``*`` takes the rest of the path in each element of one (``"probabilities.*.0"``
+    is the first class's probability of every row). KeyError, IndexError or TypeError when
+    it is not there."""
+    return _walk(document, path.split("."))
+
+
+def _walk(document: Any, parts: list[str]) -> Any:
+    for at, part in enumerate(parts):
+        if part == "*" and isinstance(document, list):
+            return [_walk(item, parts[at + 1 :]) for item in document]
         if isinstance(document, list) and part.isdigit():
             document = document[int(part)]
         elif isinstance(document, dict):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from boxkite_middleware import BoxkiteMiddleware
 
-from .helpers import Scrape, mixed_baseline, post, scrape, split_body
+from .helpers import Scrape, mixed_baseline, mixed_data, post, scrape, split_body
 
 BODY = split_body({"x": [-3.5, 1.25], "colour": ["red", "blue"]})
 
@@ -276,3 +276,54 @@ def test_a_response_whose_outputs_are_all_missing_is_not_ok(caplog):
     assert result.value("boxkite_inference_missing_total", model=model) == 7
     warned = [r.getMessage() for r in caplog.records if "missing in every value" in r.getMessage()]
     assert len(warned) == 1 and "'0'" in warned[0]  # once per output and process
+
+
+def test_class_probabilities_feed_one_output_each():
+    """A classifier answering labels and a probability row per request row: ``*`` in a path
+    takes each row's class probability, and fixed tenths bin them whatever the holdout."""
+    import json
+
+    from boxkite_middleware import Baseline
+
+    features, labels = mixed_data()
+    proba = [round(0.05 + 0.9 * (x > -3), 2) for x in features["x"]]
+    tenths = [round(0.1 * i, 1) for i in range(1, 10)]
+    inference = {"label": labels, "proba_cat": proba, "proba_dog": [1 - p for p in proba]}
+    baseline = Baseline.from_data(features, inference=inference, bins={"proba_*": tenths})
+
+    def classifier(environ, start_response):
+        document = json.loads(environ["wsgi.input"].read())
+        rows = range(document["first"], document["first"] + len(document["data"]))
+        answer = {
+            "predictions": [labels[i] for i in rows],
+            "probabilities": [[proba[i], 1 - proba[i]] for i in rows],
+        }
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(answer).encode()]
+
+    wrapped = BoxkiteMiddleware(
+        classifier,
+        baseline=baseline,
+        model="classifier",
+        outputs={
+            "label": "predictions",
+            "proba_cat": "probabilities.*.0",
+            "proba_dog": "probabilities.*.1",
+        },
+    )
+    names = list(features)
+    for first in range(0, len(labels), 100):
+        data = [[features[n][i] for n in names] for i in range(first, first + 100)]
+        post(wrapped, json.dumps({"columns": names, "data": data, "first": first}).encode())
+    result = scrape()
+    for output in ("proba_cat", "proba_dog"):
+        live, expected = (
+            [s.value for s in result.find(name, model="classifier", output=output)]
+            for name in (
+                "boxkite_inference_value_bucket",
+                "boxkite_inference_value_baseline_bucket",
+            )
+        )
+        assert live == expected and len(live) == 10
+    categories = result.find("boxkite_inference_category_total", model="classifier")
+    assert sum(s.value for s in categories) == len(labels)
