@@ -1,5 +1,5 @@
-"""Batch jobs: recorded without HTTP, pushed to a real Pushgateway that a real Prometheus
-scrapes, and judged by the generated drift rules unchanged."""
+"""Batch jobs: recorded without HTTP; the example nightly job pushes to a real Pushgateway that
+a real Prometheus scrapes, and the generated drift rules judge it unchanged."""
 
 from __future__ import annotations
 
@@ -51,28 +51,30 @@ def test_a_nightly_job_pushes_and_the_drift_rules_judge_it(tmp_path):
     prometheus = None
     try:
         prometheus = Prometheus(tmp_path, [f"127.0.0.1:{port}"], honor_labels=True)
-        baseline = tmp_path / "histogram.prom"
-        mixed_baseline().save(baseline)
+        trained = ROOT_DIR / "examples" / "flask_app"
+        if not (trained / "model.pkl").exists():
+            subprocess.run([sys.executable, str(trained / "train.py")], check=True)
+        score = ROOT_DIR / "examples" / "batch_job" / "score.py"
         subprocess.run(
-            [sys.executable, "-m", "tests.batch_job", str(baseline), f"127.0.0.1:{port}"],
-            cwd=ROOT_DIR,
+            [sys.executable, str(score), "--gateway", f"127.0.0.1:{port}", "--drift"],
             check=True,
         )
-        selector = '{model="batch", feature="x"}'
-        live = f"boxkite:feature_live_count:{WINDOW}{selector}"
+        model = 'model="wine-nightly"'
+        live = f'boxkite:feature_live_count:{WINDOW}{{{model}, feature="alcohol"}}'
         prometheus.wait(lambda: prometheus.query(live), "pushed counts in the rules", 60)
-        prometheus.wait(lambda: prometheus.value(live) > 300, "the job's rows counted", 30)
+        prometheus.wait(lambda: prometheus.value(live) > 2500, "the job's rows counted", 30)
         prometheus.at = time.time()  # every check below reads one evaluation
-        ks = prometheus.value(f"boxkite:feature_ks:{WINDOW}{selector}")
-        threshold = prometheus.value(f"boxkite:feature_ks_threshold:{WINDOW}{selector}")
-        assert ks > threshold  # x was shifted by 2.5 in the job's table
-        grade = '{model="batch", feature="grade"}'
-        assert prometheus.value(f"boxkite:feature_psi:{WINDOW}{grade}") < prometheus.value(
-            f"boxkite:feature_psi_threshold:{WINDOW}{grade}"
-        )  # grade was not
-        pushed = prometheus.query('boxkite_requests_total{model="batch", reason="ok"}')
-        assert [float(s["value"][1]) for s in pushed] == [2.0]
-        assert pushed[0]["metric"]["job"] == "nightly"
+
+        def drifted(feature: str) -> bool:
+            selector = f'{{{model}, feature="{feature}"}}'
+            statistic = prometheus.value(f"boxkite:feature_ks:{WINDOW}{selector}")
+            return statistic > prometheus.value(f"boxkite:feature_ks_threshold:{WINDOW}{selector}")
+
+        assert drifted("alcohol") and drifted("residual sugar")  # what --drift changed
+        assert not drifted("pH") and not drifted("citric acid")  # what it did not
+        pushed = prometheus.query(f'boxkite_requests_total{{{model}, reason="ok"}}')
+        assert [float(s["value"][1]) for s in pushed] == [5.0]  # five parts of 1,000 rows
+        assert pushed[0]["metric"]["job"] == "wine-nightly"
     finally:
         if prometheus is not None:
             prometheus.stop()
