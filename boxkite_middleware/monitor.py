@@ -25,6 +25,7 @@ from .baseline import Baseline
 from .payload import (
     CSV_TYPES,
     Frame,
+    Location,
     Reason,
     decode_any_request,
     decode_response,
@@ -117,8 +118,8 @@ class Locations:
     """Where the rows are in a request and each output in a response, when the app's JSON is
     none of the shapes we know: dotted paths (`payload.locate`)."""
 
-    rows: str | None = None
-    outputs: dict[str, str] | None = None
+    rows: Location | None = None
+    outputs: dict[str, Location] | None = None
 
 
 class Options(TypedDict, total=False):
@@ -140,8 +141,8 @@ class Options(TypedDict, total=False):
     sample: float
     record_server_errors: bool
     labels: Mapping[str, str] | None
-    rows: str | None
-    outputs: Mapping[str, str] | None
+    rows: Location | None
+    outputs: Mapping[str, Location] | None
 
 
 def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
@@ -179,8 +180,8 @@ class Monitor:
         sample: float = 1.0,
         record_server_errors: bool = False,
         labels: Mapping[str, str] | None = None,
-        rows: str | None = None,
-        outputs: Mapping[str, str] | None = None,
+        rows: Location | None = None,
+        outputs: Mapping[str, Location] | None = None,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)

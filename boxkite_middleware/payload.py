@@ -118,11 +118,16 @@ def _nan_as_null(body: bytes | bytearray) -> bytes | None:
     return b'"'.join(pieces)
 
 
+Location = str | Callable[[Any], Any]
+"""Where something is in a parsed JSON document: a dotted path (`locate`), or a function that
+takes the document and returns it."""
+
+
 def decode_request(
-    body: bytes | bytearray, media_type: str, rows: str | None = None
+    body: bytes | bytearray, media_type: str, rows: Location | None = None
 ) -> Frame | str:
     """A request body as a `Frame`, or the reason it cannot be read. ``rows``: where the rows
-    are in a JSON body (a dotted path, `locate`) when it is none of the shapes we know."""
+    are in a JSON body when it is none of the shapes we know."""
     if not body:
         return Reason.UNDECODABLE
     if media_type in CSV_TYPES:
@@ -136,12 +141,17 @@ def decode_request(
     if rows is None:
         return _frame(document)
     try:
-        located = locate(document, rows)
-    except (KeyError, IndexError, TypeError):
+        located = find(document, rows)
+    except Exception:  # not there, or the app's own function failed on this body
         return Reason.UNKNOWN_FORMAT
     if isinstance(located, dict) and "columns" in located and "data" in located:
         return _split(located)
     return _tensor(located)  # records, rows, a mapping of columns, or one column
+
+
+def find(document: Any, location: Location) -> Any:
+    """What is at ``location`` in the document (raises when it is not there)."""
+    return location(document) if callable(location) else locate(document, location)
 
 
 def locate(document: Any, path: str) -> Any:
@@ -166,7 +176,7 @@ def _walk(document: Any, parts: list[str]) -> Any:
 
 
 def decode_any_request(
-    body: bytes | bytearray, media_type: str, rows: str | None = None
+    body: bytes | bytearray, media_type: str, rows: Location | None = None
 ) -> Frame | Iterator[Frame | str] | str:
     """`decode_request`, or for a large JSON body of number rows `decode_large_request`
     (which knows the data and instances keys only: with ``rows`` given, large bodies are
@@ -381,7 +391,7 @@ def decode_response(
     media_type: str,
     encoding: str,
     limit: int,
-    outputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, Location] | None = None,
 ) -> dict | str:
     """Predictions by output label (``"0"``, ``"1"``, … or object keys), or a reason.
 
@@ -425,13 +435,13 @@ def decode_response(
     return dict(zip(names, frame.columns))
 
 
-def _located_outputs(document: Any, outputs: Mapping[str, str]) -> dict[str, list[Any]]:
+def _located_outputs(document: Any, outputs: Mapping[str, Location]) -> dict[str, list[Any]]:
     found = {}
-    for name, path in outputs.items():
+    for name, location in outputs.items():
         try:
-            values = locate(document, path)
-        except (KeyError, IndexError, TypeError):
-            continue  # not in this response: the recorder says no_predictions if none is
+            values = find(document, location)
+        except Exception:  # not in this response: the recorder says no_predictions if none is
+            continue
         found[name] = values if isinstance(values, list) else [values]
     return found
 

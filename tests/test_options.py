@@ -327,3 +327,34 @@ def test_class_probabilities_feed_one_output_each():
         assert live == expected and len(live) == 10
     categories = result.find("boxkite_inference_category_total", model="classifier")
     assert sum(s.value for s in categories) == len(labels)
+
+
+def test_functions_say_where_rows_and_outputs_are():
+    """For shapes no path can name: the app's own functions get the parsed document."""
+    import json
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"results": [{"label": "cat"}, {"label": "dog"}]}).encode()]
+
+    def rows(document):
+        return {name: [row[name] for row in document["items"]] for name in ("x", "colour")}
+
+    wrapped = BoxkiteMiddleware(
+        app,
+        baseline=mixed_baseline(),
+        model="functions",
+        rows=rows,
+        outputs={"0": lambda document: [r["label"] for r in document["results"]]},
+    )
+    items = {"items": [{"x": -3.5, "colour": "red"}, {"x": 1.25, "colour": "blue"}]}
+    post(wrapped, json.dumps(items).encode())
+    post(wrapped, b'{"no items": true}')  # the function raises: counted, never raised
+    result = scrape()
+    assert result.value("boxkite_requests_total", model="functions", reason="ok") == 1
+    skipped = {"outcome": "skipped", "reason": "unknown_format"}
+    assert result.value("boxkite_requests_total", model="functions", **skipped) == 1
+    x = {"feature": "x", "le": "+Inf"}
+    assert result.value("boxkite_feature_value_bucket", model="functions", **x) == 2
+    assert result.total("boxkite_inference_category_total", model="functions") == 2
