@@ -21,6 +21,7 @@ _PUBLIC = {
     "ASGIMiddleware": "asgi",
     "metrics_wsgi_app": "exposition",
     "metrics_asgi_app": "exposition",
+    "worker_started": "store",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "metrics_asgi_app",
     "metrics_wsgi_app",
+    "worker_started",
 ]
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from .batch import BatchRecorder
     from .exposition import metrics_asgi_app, metrics_wsgi_app
     from .middleware import BoxkiteMiddleware
+    from .store import worker_started
     from .wsgi import WSGIMiddleware
 
 

@@ -47,6 +47,8 @@ class ASGIMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self.monitor.workers_checked:
+            self.monitor.check_workers()
         method, path = scope["method"], scope["path"]
         if self.monitor.is_metrics(method, path):
             await metrics_asgi_app(scope, receive, send)

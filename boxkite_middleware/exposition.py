@@ -300,6 +300,7 @@ def _scrape_text(form: str, encoder: Callable[[Any], bytes]) -> str:
     """Our live families by `livetext`, then the baselines, then everything else."""
     if multiprocess.enabled():
         path = multiprocess.directory()
+        multiprocess.fold_ended(path)
         files = multiprocess.read_files(path)
         keys, kinds, totals = _summed(files)
         others: Any = _Metrics(rebuild(_file_entries(files, ours=False)))

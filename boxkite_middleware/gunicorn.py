@@ -127,10 +127,11 @@ def when_ready(server: Any) -> None:
 
 @_never_raises
 def post_worker_init(worker: Any) -> None:
-    """Every series exists in this worker's file from its first scrape (also after fork)."""
-    from .store import store
+    """Every series exists in this worker's files before its first request (the fork hook
+    does this already for an app loaded before the fork; this covers one loaded after)."""
+    from .store import worker_started
 
-    store().ensure_files()
+    worker_started()
 
 
 @_never_raises

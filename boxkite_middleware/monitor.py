@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr, TypedDict
 
-from . import exposition, multiprocess
+from . import exposition, multiprocess, processes
 from .baseline import Baseline
 from .payload import (
     CSV_TYPES,
@@ -32,7 +32,7 @@ from .payload import (
     is_json,
 )
 from .recorder import Recorder, recorder_for
-from .store import store
+from .store import follow_uwsgi_forks, worker_started
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 """Larger request or response bodies are not copied (skipped as ``too_large``)."""
@@ -199,8 +199,6 @@ class Monitor:
             multiprocess.check_safe(multiprocess.directory())
         else:
             exposition.register_collectors()
-            if multiprocess.several_workers_at_start_up():
-                multiprocess.warn_several_workers()
         self.recorder: Recorder = recorder_for(
             model,
             baseline,
@@ -234,6 +232,8 @@ class Monitor:
             f"files in {multiprocess.directory()}" if multiprocess.enabled() else "in memory",
             "all" if sample == 1 else f"{sample:.0%}",
         )
+        self.check_workers()
+        self.workers_checked = False  # again on the first request
 
     def _prepare_files(self) -> None:
         """Lay out every series now, not in the first request; in multi-process mode check
@@ -245,10 +245,25 @@ class Monitor:
                 multiprocess.check_directory(path)
                 multiprocess.self_check(path)
                 self.recorder.publish_baseline(path)
-            store().ensure_files()
+            worker_started()
+            follow_uwsgi_forks()
             exposition.prepare()
         except (OSError, multiprocess.UnusableDirectory):
             log_failure("cannot write its metric files; requests pass through uncounted")
+
+    def check_workers(self, *, server_says_several: bool = False) -> None:
+        """Warn if scrapes would show part of the counts (several workers without a shared
+        directory, or with different ones). Run when the middleware is built and again on its
+        first request, when a server that starts its workers one by one has started them all.
+        ``server_says_several`` is WSGI's ``wsgi.multiprocess``."""
+        self.workers_checked = True
+        try:
+            if multiprocess.enabled():
+                processes.check_shared_directory(multiprocess.directory())
+            else:
+                processes.check_without_directory(server_says_several=server_says_several)
+        except Exception:  # a warning is never worth an error
+            logger.debug("boxkite-middleware: could not check the workers", exc_info=True)
 
     def is_metrics(self, method: str, path: str) -> bool:
         return path == self.metrics_path and method in ("GET", "HEAD")

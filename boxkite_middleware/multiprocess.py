@@ -33,15 +33,12 @@ import hashlib
 import json
 import logging
 import mmap
-import multiprocessing
 import os
 import secrets
 import stat
 import struct
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from types import FrameType
 from typing import Any
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
@@ -396,6 +393,20 @@ def fold(path: str, *, dead_pids: Iterable[int] = (), wait: float = 0.05) -> int
         return folded
 
 
+def fold_ended(path: str) -> None:
+    """Fold the files of processes that ended, if there are any and the lock is free at once.
+
+    Run as each worker starts and on each scrape, this keeps the files (and the scrape time)
+    proportional to the live workers under servers without master hooks: uWSGI, uvicorn
+    ``--workers``, hypercorn, granian. Never raises: folding is upkeep, and files not folded
+    yet are counted all the same."""
+    try:
+        if dead_files(path):
+            fold(path, wait=0.0)
+    except Exception:
+        logger.debug("boxkite-middleware: could not fold ended processes' files", exc_info=True)
+
+
 def _fold_kind(path: str, kind: str, dead: list[str]) -> None:
     """Add the dead files into the archive, key by key: for counters, histograms (whose files
     hold each bucket's own count) and summaries the sum is exactly what a scrape adds up."""
@@ -506,46 +517,3 @@ def read_baseline(file: str) -> dict[str, Any] | None:
         return json.loads(data) if data else None
     except ValueError:
         return None
-
-
-# -- several workers without the directory ----------------------------------------------------
-
-SEVERAL_WORKERS = (
-    "boxkite-middleware: this looks like one of several worker processes, but "
-    "PROMETHEUS_MULTIPROC_DIR was not set before prometheus_client was imported, so /metrics "
-    "shows one worker's counts; under gunicorn use -c python:boxkite_middleware.gunicorn, "
-    "under uvicorn --workers export PROMETHEUS_MULTIPROC_DIR first"
-)
-
-_warned = False
-
-
-def warn_several_workers() -> None:
-    """Said once per process: each /metrics would show one worker's counts."""
-    global _warned
-    if not _warned:
-        _warned = True
-        logger.warning(SEVERAL_WORKERS)
-
-
-def several_workers_at_start_up() -> bool:
-    """uvicorn's workers are spawned children of its supervisor; gunicorn says how many."""
-    return multiprocessing.parent_process() is not None or (gunicorn_workers() or 1) > 1
-
-
-def gunicorn_workers() -> int | None:
-    """The ``workers`` setting of the gunicorn loading this app, or None if it is not gunicorn.
-
-    Without our configuration nothing of ours runs in gunicorn's master, but the app is built
-    while gunicorn's worker (or, with ``--preload``, its application object) is on the call
-    stack, and both carry the settings as ``self.cfg``."""
-    if "gunicorn" not in sys.modules:
-        return None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith("gunicorn."):
-            settings = getattr(frame.f_locals.get("self"), "cfg", None)
-            if settings is not None and hasattr(settings, "workers"):
-                return int(settings.workers)
-        frame = frame.f_back
-    return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class Store:
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
         self._blocks = tuple(_Block(kind) for kind in KINDS)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._pid = os.getpid()
 
     def allocate(self, series: Sequence[Series]) -> int:
@@ -123,7 +124,7 @@ class Store:
 
         Places are made on the next use, so a recorder's many columns make one file layout."""
         (block_index,) = {item.block for item in series}
-        with self._lock:
+        with self.lock:
             block = self._blocks[block_index]
             first = len(block.series)
             block.series.extend(series)
@@ -137,7 +138,7 @@ class Store:
         the request's outcome last, so once a scrape shows a request as counted, any scrape
         that starts later shows all of it. (One scrape reads the files one after the other,
         so it may see a request being counted in one file and not yet in the other.)"""
-        with self._lock:
+        with self.lock:
             self._update()
             for block, units, slots, amounts in zip(
                 self._blocks, increments.units, increments.slots, increments.amounts
@@ -150,20 +151,20 @@ class Store:
                     cells[where[slot]] += amount
 
     def add(self, block_index: int, slot: int, amount: float) -> None:
-        with self._lock:
+        with self.lock:
             self._update()
             block = self._blocks[block_index]
             block.cells[block.where[slot]] += amount
 
     def snapshot(self) -> tuple[np.ndarray, ...]:
         """Every block's values in slot order."""
-        with self._lock:
+        with self.lock:
             self._update()
             return tuple(block.array[block.positions] for block in self._blocks)
 
     def samples(self) -> Iterator[tuple[Series, float]]:
         """Every series with its value (what a scrape of this process reads)."""
-        with self._lock:
+        with self.lock:
             self._update()
             pairs = [
                 (block.series, block.array[block.positions].tolist()) for block in self._blocks
@@ -174,7 +175,7 @@ class Store:
     def ensure_files(self) -> None:
         """Make this process's files hold every series, e.g. in a worker right after fork, so
         that all of them show, at 0, from the worker's first scrape."""
-        with self._lock:
+        with self.lock:
             self._update()
 
     def _update(self) -> None:
@@ -193,7 +194,7 @@ class Store:
             if block.laid_out != len(block.series):
                 self._lay_out(block)
         if started and self.directory is not None and self._blocks[0].file is not None:
-            _fold_what_died_before(self.directory)
+            multiprocess.fold_ended(self.directory)
 
     def _lay_out(self, block: _Block) -> None:
         current = block.array[block.positions].tolist()
@@ -211,18 +212,6 @@ class Store:
         block.laid_out = len(block.series)
 
 
-def _fold_what_died_before(directory: str) -> None:
-    """A starting process folds the files of processes that have ended, if the lock is free
-    at once: servers without master hooks (uvicorn ``--workers``) would otherwise pile them
-    up. Never raises: folding is upkeep, the files are counted either way."""
-    try:
-        multiprocess.fold(directory, wait=0.0)
-    except Exception:
-        logging.getLogger("boxkite_middleware").debug(
-            "boxkite-middleware: could not fold dead workers' files", exc_info=True
-        )
-
-
 _store: Store | None = None
 _store_lock = threading.Lock()
 
@@ -234,3 +223,66 @@ def store() -> Store:
         if _store is None:
             _store = Store(multiprocess.directory() if multiprocess.enabled() else None)
         return _store
+
+
+def worker_started() -> None:
+    """Start this worker process's metric files now and fold those of processes that ended.
+
+    Called for you: when a middleware is built, in the child of every ``os.fork`` of a
+    process that has one (gunicorn, multiprocessing), and after each uWSGI fork. Call it
+    yourself only from a hook of another server that forks workers from a process with the
+    app loaded without running Python's fork hooks. Otherwise a worker starts its files on
+    its first request, after the response went out: killed right then, it loses that
+    request's counts."""
+    if multiprocess.enabled():
+        store().ensure_files()
+
+
+def follow_uwsgi_forks() -> None:
+    """uWSGI forks its workers without Python's fork hooks (unless ``--py-call-osafterfork``);
+    its own post-fork chain runs `worker_started` instead. Chained through `uwsgidecorators`,
+    so that the app's own ``@postfork`` functions still run."""
+    global _following_uwsgi
+    if _following_uwsgi or "uwsgi" not in sys.modules:
+        return
+    _following_uwsgi = True
+    from uwsgidecorators import postfork
+
+    postfork(worker_started)
+
+
+_following_uwsgi = False
+
+
+def _before_fork() -> None:
+    """Hold the store's lock across ``fork``: a child must not inherit it taken by a thread
+    that does not exist there."""
+    _store_lock.acquire()
+    if _store is not None:
+        _store.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    if _store is not None:
+        _store.lock.release()
+    _store_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """Fresh locks (the parent's may never have been taken for this fork: uWSGI runs only the
+    child's hooks), then this worker's own files, if the parent records anything."""
+    global _store_lock
+    _store_lock = threading.Lock()
+    if _store is not None:
+        _store.lock = threading.Lock()
+        try:
+            worker_started()
+        except Exception:
+            logging.getLogger("boxkite_middleware").debug(
+                "boxkite-middleware: could not start this worker's files", exc_info=True
+            )
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

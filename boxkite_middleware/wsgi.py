@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import multiprocess
 from .exposition import metrics_wsgi_app
 from .monitor import Exchange, Options, content_length, header, logger, monitor_for
 
@@ -38,15 +37,14 @@ class WSGIMiddleware:
     ) -> None:
         self.app: WSGIApplication = getattr(app, "wsgi_app", app)
         self.monitor = monitor_for(self, baseline, options)
-        self._checked_workers = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         if self.monitor.is_metrics(method, path):
             return metrics_wsgi_app(environ, start_response)
-        if not self._checked_workers:
-            self._check_workers(environ)
+        if not self.monitor.workers_checked:
+            self.monitor.check_workers(server_says_several=bool(environ.get("wsgi.multiprocess")))
         exchange = self.monitor.exchange(
             method, path, environ.get("CONTENT_TYPE"), content_length(environ.get("CONTENT_LENGTH"))
         )
@@ -81,12 +79,6 @@ class WSGIMiddleware:
             exchange.finish()
             return iterable
         return _TeeResponse(iterable, exchange)
-
-    def _check_workers(self, environ: WSGIEnvironment) -> None:
-        """Several worker processes without mmap storage: each /metrics shows one worker."""
-        self._checked_workers = True
-        if environ.get("wsgi.multiprocess") and not multiprocess.enabled():
-            multiprocess.warn_several_workers()
 
 
 class _TeeInput:

@@ -23,7 +23,8 @@ import pytest
 
 from boxkite_middleware import Baseline, multiprocess
 
-from .test_gunicorn import BODY, WORKERS, Gunicorn, assert_exact
+from .servers import BODY
+from .test_gunicorn import WORKERS, Gunicorn, assert_exact
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,21 +9,18 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT_DIR, Scrape, free_port, mixed_baseline, wait_for
+from .helpers import ROOT_DIR, free_port, mixed_baseline, wait_for
+from .servers import Served
 
 pytestmark = pytest.mark.slow
-ROWS = [[-3.5, "red"], [1.25, "purple"], [None, "blue"]]  # known values, one unseen, one missing
-BODY = json.dumps({"columns": ["x", "colour"], "data": ROWS}).encode()
 WORKERS = 4
 
 
-class Gunicorn:
+class Gunicorn(Served):
     """A gunicorn master with our configuration, its workers and its multiprocess directory."""
 
     def __init__(
@@ -96,24 +92,6 @@ class Gunicorn:
             if owner.read_text().strip() == str(self.process.pid):
                 return owner.parent
         raise AssertionError("no multiprocess directory owned by this master")
-
-    def post(self, count: int) -> set[int]:
-        def one(_):
-            request = urllib.request.Request(
-                f"{self.url}/invocations",
-                data=BODY,
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())["pid"]
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            return set(pool.map(one, range(count)))
-
-    def scrape(self) -> Scrape:
-        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=30) as response:
-            return Scrape(response.read().decode())
 
     def stop(self) -> None:
         workers = self.workers()
