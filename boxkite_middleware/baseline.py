@@ -113,6 +113,7 @@ class Baseline:
         max_samples: int | None = None,
         seed: int = 0,
         bins: Mapping[str, Sequence[float]] | None = None,
+        classes: Sequence[Any] | None = None,
     ) -> Baseline:
         """Build a baseline from training features and (optionally) the model's predictions.
 
@@ -122,6 +123,12 @@ class Baseline:
         Every row is counted unless ``max_samples`` is given. ``bins`` gives fixed edges to
         the columns whose names match its keys (exact names or ``fnmatch`` patterns such as
         ``"proba_*"``), e.g. tenths for probabilities however small the holdout.
+
+        A 2-D value in an ``inference`` mapping is a classifier's probabilities: ``{"proba":
+        model.predict_proba(X)}`` becomes one numeric output per class, ``proba_{class}``
+        (``classes=model.classes_``; by default the column numbers), and ``proba_max``, the
+        top class's probability. The middleware splits a response's probability matrix the
+        same way (see ``outputs=``).
         """
         builder = _ColumnBuilder(
             set(categorical), set(continuous), max_bins, max_categories, max_samples, seed
@@ -132,7 +139,7 @@ class Baseline:
         feature_columns = builder.build_all(_named_columns(features, columns), "feature")
         output_columns = {}
         if inference is not None:
-            output_columns = builder.build_all(_output_columns(inference), "output")
+            output_columns = builder.build_all(_output_columns(inference, classes), "output")
         return cls(feature_columns, output_columns)
 
     def save(self, path: str | Path) -> None:
@@ -195,8 +202,14 @@ def _named_columns(features: Any, columns: Sequence[str] | None) -> list[tuple[s
     return [(str(name), values) for name, values in pairs]
 
 
-def _output_columns(inference: Any) -> list[tuple[str, Any]]:
-    if isinstance(inference, Mapping) or _is_dataframe(inference):
+def _output_columns(inference: Any, classes: Sequence[Any] | None) -> list[tuple[str, Any]]:
+    if isinstance(inference, Mapping):
+        return [
+            pair
+            for name, values in inference.items()
+            for pair in _class_columns(str(name), values, classes)
+        ]
+    if _is_dataframe(inference):
         return _named_columns(inference, None)
     array = np.asarray(inference, dtype=object if _has_text(inference) else None)
     if array.ndim == 1:
@@ -204,6 +217,41 @@ def _output_columns(inference: Any) -> list[tuple[str, Any]]:
     if array.ndim == 2:
         return [(str(i), array[:, i]) for i in range(array.shape[1])]
     raise ValueError(f"inference must be 1-D or 2-D, not {array.ndim}-D")
+
+
+def _class_columns(name: str, values: Any, classes: Sequence[Any] | None) -> list[tuple[str, Any]]:
+    """One output as is, or a matrix of class probabilities as ``{name}_{class}`` per column
+    plus ``{name}_max``, the top class's probability (the model's confidence)."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        matrix = values
+    elif isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)):
+        matrix = np.asarray(values, dtype=np.float64)
+    else:
+        return [(name, values)]
+    labels = [str(label) for label in (range(matrix.shape[1]) if classes is None else classes)]
+    if len(labels) != matrix.shape[1]:
+        raise ValueError(f"{name}: {matrix.shape[1]} columns, but {len(labels)} classes given")
+    if labels != class_order(labels):
+        raise ValueError(
+            f"{name}: classes must be in sorted order, as scikit-learn's classes_ are "
+            f"(the columns of a response are matched to them in that order): {labels}"
+        )
+    columns = [(f"{name}_{label}", matrix[:, i]) for i, label in enumerate(labels)]
+    return [*columns, (f"{name}_{TOP_CLASS}", matrix.max(axis=1))]
+
+
+TOP_CLASS = "max"
+"""``{output}_max`` is the top class's probability of an expanded probability matrix."""
+
+
+def class_order(labels: Iterable[str]) -> list[str]:
+    """Class labels in the order of a classifier's probability columns: numbers by value,
+    otherwise text by code point (``numpy.unique``, so scikit-learn's ``classes_``)."""
+    labels = list(labels)
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
 
 
 def _is_dataframe(value: Any) -> bool:

@@ -72,8 +72,12 @@ class BatchRecorder:
         values = [np.asarray(column) for _, column in named]
         rows = len(values[0]) if values else 0
         outputs: Mapping[str, Any] | str = Reason.NO_PREDICTIONS
-        if predictions is not None:
-            outputs = {name: np.asarray(column) for name, column in _output_columns(predictions)}
+        if isinstance(predictions, Mapping):  # a probability matrix is split by the recorder
+            outputs = {str(name): np.asarray(values) for name, values in predictions.items()}
+        elif predictions is not None:
+            outputs = {
+                name: np.asarray(column) for name, column in _output_columns(predictions, None)
+            }
         return self.recorder.record_slices(_slices(names, values, rows), outputs)
 
     def push(self) -> None:

@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from . import families, fileformat, multiprocess
-from .baseline import Baseline, Column, Histogram
+from .baseline import TOP_CLASS, Baseline, Column, Histogram, class_order
 from .binning import OTHER, BucketTable, canonical_category, float_matrix, one_float
 from .families import Family
 from .payload import Frame, Reason
@@ -264,6 +264,7 @@ class Recorder:
             if isinstance(live, NumericColumn):
                 numeric.append(live)
         self.numeric = NumericColumns(numeric)
+        self.class_groups = class_groups(self.outputs)
         self._outcomes = [
             Series(
                 families.REQUESTS,
@@ -368,6 +369,8 @@ class Recorder:
         if isinstance(predictions, str):
             reason = predictions
         else:
+            if self.class_groups:
+                predictions = split_classes(predictions, self.class_groups)
             reason = Reason.NO_PREDICTIONS
             for name, column in self.outputs.items():
                 if name in predictions:
@@ -459,6 +462,51 @@ def _hashable(value: Any) -> bool:
 
 _recorders: dict[tuple, Recorder] = {}
 _recorders_lock = threading.Lock()
+
+
+def class_groups(outputs: Iterable[str]) -> dict[str, list[str]]:
+    """The outputs a baseline expanded from a probability matrix: ``{"proba": [classes]}``
+    for outputs ``proba_{class}`` next to ``proba_max``, classes in column order."""
+    names = list(outputs)
+    groups = {}
+    for top in names:
+        prefix = top.removesuffix("_" + TOP_CLASS)
+        if prefix != top:
+            labels = [
+                n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "_") and n != top
+            ]
+            if labels:
+                groups[prefix] = class_order(labels)
+    return groups
+
+
+def split_classes(
+    predictions: Mapping[str, Sequence[Any]], groups: Mapping[str, list[str]]
+) -> Mapping[str, Sequence[Any]]:
+    """A probability matrix found under a group's name (``proba``) becomes its outputs:
+    column i is class i in `class_order`, plus the row maximum. A matrix of another width, or
+    not all numbers, is left as it is (the outputs then count as not found)."""
+    if not any(name in predictions for name in groups):
+        return predictions
+    split: dict[str, Any] = dict(predictions)
+    for name, labels in groups.items():
+        if name not in split:
+            continue
+        try:
+            matrix = np.asarray(split[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if matrix.size == 0:  # no rows
+            matrix = matrix.reshape(0, len(labels))
+        if matrix.ndim != 2 or matrix.shape[1] != len(labels):
+            continue
+        del split[name]
+        for i, label in enumerate(labels):
+            split[f"{name}_{label}"] = matrix[:, i]
+        split[f"{name}_{TOP_CLASS}"] = (
+            np.fmax.reduce(matrix, axis=1) if len(matrix) else matrix[:, 0]
+        )
+    return split
 
 
 def recorder_for(

@@ -7,6 +7,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from boxkite_middleware import BoxkiteMiddleware
@@ -358,3 +360,100 @@ def test_functions_say_where_rows_and_outputs_are():
     x = {"feature": "x", "le": "+Inf"}
     assert result.value("boxkite_feature_value_bucket", model="functions", **x) == 2
     assert result.total("boxkite_inference_category_total", model="functions") == 2
+
+
+def test_a_scikit_learn_classifier_probabilities_split_by_class():
+    """A real classifier (string classes): the baseline gets ``proba_{class}`` per column of
+    ``predict_proba`` and ``proba_max``; the FastAPI app answers the same matrix under
+    ``probabilities``, and one ``outputs`` entry splits it back. Replay is exact."""
+    import json
+    import urllib.request
+
+    import pandas as pd
+    from fastapi import FastAPI
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from boxkite_middleware import Baseline
+
+    from .servers import asgi_server, settled_metrics
+
+    iris = load_iris(as_frame=True)
+    features = iris.data.rename(columns=lambda name: name.removesuffix(" (cm)").replace(" ", "_"))
+    target = iris.target_names[iris.target]
+    model = LogisticRegression(max_iter=500).fit(features, target)
+    tenths = [round(0.1 * i, 1) for i in range(1, 10)]
+    baseline = Baseline.from_data(
+        features,
+        inference={"label": model.predict(features), "proba": model.predict_proba(features)},
+        classes=model.classes_,
+        bins={"proba_*": tenths},
+    )
+    assert sorted(baseline.inference) == [
+        "label",
+        "proba_max",
+        "proba_setosa",
+        "proba_versicolor",
+        "proba_virginica",
+    ]
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(body: dict) -> dict:
+        frame = pd.DataFrame(body["instances"], columns=features.columns)
+        return {
+            "labels": model.predict(frame).tolist(),
+            "probabilities": model.predict_proba(frame).tolist(),
+        }
+
+    app.add_middleware(
+        BoxkiteMiddleware,
+        baseline=baseline,
+        model="iris",
+        rows="instances",
+        outputs={"label": "labels", "proba": "probabilities"},
+    )
+    instances = features.values.tolist()
+    with asgi_server(app) as url:
+        for start in range(0, len(instances), 50):
+            body = {"instances": instances[start : start + 50]}
+            request = urllib.request.Request(
+                f"{url}/predict",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            assert urllib.request.urlopen(request, timeout=10).status == 200
+        result = Scrape(settled_metrics(url, "iris", 3)[2].decode())
+    assert result.value("boxkite_requests_total", model="iris", reason="ok") == 3
+    for output in ("proba_setosa", "proba_versicolor", "proba_virginica", "proba_max"):
+        live = {
+            s.labels["le"]: s.value
+            for s in result.find("boxkite_inference_value_bucket", model="iris", output=output)
+        }
+        trained = {
+            s.labels["le"]: s.value
+            for s in result.find(
+                "boxkite_inference_value_baseline_bucket", model="iris", output=output
+            )
+        }
+        assert live == trained and live["+Inf"] == 150, output
+    assert sum(s.value for s in result.find("boxkite_inference_missing_total", model="iris")) == 0
+
+
+@given(
+    st.lists(st.lists(st.floats(0, 1), min_size=3, max_size=3), min_size=0, max_size=20),
+    st.permutations(["10", "2", "3"]),
+)
+def test_a_probability_matrix_splits_into_its_columns_and_row_maximum(rows, names):
+    from boxkite_middleware.recorder import class_groups, split_classes
+
+    outputs = ["label", *(f"proba_{name}" for name in names), "proba_max"]
+    groups = class_groups(outputs)
+    assert groups == {"proba": ["2", "3", "10"]}  # numbers by value, as classes_ are
+    split = split_classes({"label": ["a"] * len(rows), "proba": rows}, groups)
+    assert "proba" not in split and split["label"] == ["a"] * len(rows)
+    for i, name in enumerate(["2", "3", "10"]):
+        assert list(split[f"proba_{name}"]) == [row[i] for row in rows]
+    assert list(split["proba_max"]) == [max(row) for row in rows]
+    ragged = split_classes({"proba": [[0.5, 0.5]]}, groups)
+    assert ragged == {"proba": [[0.5, 0.5]]}  # another width: left as it is, not guessed

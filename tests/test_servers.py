@@ -104,7 +104,8 @@ def reload_all_workers(server: Server) -> None:
 
 
 DYING = {
-    "uwsgi": (SERVERS["uwsgi"], kill_one_worker),
+    # uWSGI sleeps 2 s before respawning a worker that died young, unless told not to
+    "uwsgi": ([*SERVERS["uwsgi"], "--forkbomb-delay", "0"], kill_one_worker),
     "uvicorn": ([*UVICORN, "--workers", "2", "tests.e2e_app:asgi"], kill_one_worker),
     "granian": (
         [
