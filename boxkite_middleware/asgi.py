@@ -59,6 +59,7 @@ class ASGIMiddleware:
             path,
             _header(headers, b"content-type"),
             content_length(_header(headers, b"content-length")),
+            _header(headers, b"x-request-id"),
         )
         if exchange is None:
             await self.app(scope, receive, send)
@@ -113,6 +114,8 @@ def _copy_sent(exchange: Exchange, message: Message) -> bool:
                 _header(headers, b"content-type"),
                 _header(headers, b"content-encoding"),
             )
+            if exchange.logs_predictions and exchange.request_id is None:
+                exchange.request_id = _header(headers, b"x-request-id")
         elif message["type"] == "http.response.body":
             exchange.response_data(message.get("body", b""))
             return not message.get("more_body", False)

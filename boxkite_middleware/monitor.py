@@ -14,6 +14,7 @@ import logging
 import random
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .payload import (
     decode_response,
     is_json,
 )
+from .predictionlog import Entry, prediction_log
 from .recorder import Recorder, recorder_for
 from .store import follow_uwsgi_forks, worker_started
 
@@ -143,6 +145,7 @@ class Options(TypedDict, total=False):
     labels: Mapping[str, str] | None
     rows: Location | None
     outputs: Mapping[str, Location] | None
+    log_predictions: bool
 
 
 def monitor_for(owner: object, baseline: Baseline | str | Path | None, options: Any) -> Monitor:
@@ -182,6 +185,7 @@ class Monitor:
         labels: Mapping[str, str] | None = None,
         rows: Location | None = None,
         outputs: Mapping[str, Location] | None = None,
+        log_predictions: bool = False,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -221,6 +225,9 @@ class Monitor:
         self.sample = sample
         self.record_server_errors = record_server_errors
         self.locations = Locations(rows, None if outputs is None else dict(outputs))
+        self.log_predictions = log_predictions
+        if log_predictions:
+            prediction_log.enable(model)
         logger.info(
             "boxkite-middleware: model %r, baseline %s (%d features, %d outputs), metrics %s, "
             "%s, recording %s of prediction requests",
@@ -269,7 +276,12 @@ class Monitor:
         return path == self.metrics_path and method in ("GET", "HEAD")
 
     def exchange(
-        self, method: str, path: str, content_type: str | None, content_length: int | None
+        self,
+        method: str,
+        path: str,
+        content_type: str | None,
+        content_length: int | None,
+        request_id: str | None = None,
     ) -> Exchange | None:
         """An exchange to copy this request into, or None if it carries no prediction."""
         if method != "POST" or (self.paths is not None and path not in self.paths):
@@ -296,6 +308,8 @@ class Monitor:
             pause_gc=self.pause_gc,
             record_server_errors=self.record_server_errors,
             locations=self.locations,
+            log_predictions=self.log_predictions,
+            request_id=request_id,
         )
 
 
@@ -348,6 +362,8 @@ class Exchange:
         "_response_skip",
         "_response_type",
         "_status",
+        "logs_predictions",
+        "request_id",
     )
 
     def __init__(
@@ -359,8 +375,12 @@ class Exchange:
         pause_gc: bool = True,
         record_server_errors: bool = False,
         locations: Locations | None = None,
+        log_predictions: bool = False,
+        request_id: str | None = None,
     ) -> None:
         self._recorder = recorder
+        self.logs_predictions = log_predictions
+        self.request_id = request_id  # for the prediction log; else the response's, if any
         self._locations = locations or Locations()
         self._pause_gc = pause_gc
         self._record_server_errors = record_server_errors
@@ -451,5 +471,31 @@ class Exchange:
                 self._locations.outputs,
             )
         if isinstance(frames, Frame):
-            return self._recorder.record(frames, predictions)
-        return self._recorder.record_slices(frames, predictions)
+            reason = self._recorder.record(frames, predictions)
+        else:
+            reason = self._recorder.record_slices(frames, predictions)
+        if self.logs_predictions and reason not in (Reason.NO_BASELINE, Reason.NO_FEATURES):
+            self._log(predictions)
+        return reason
+
+    def _log(self, predictions: Any) -> None:
+        """Queue the exchange for the prediction log (decoded there, off the request)."""
+        assert self._request is not None
+        prediction_log.submit(
+            Entry(
+                at=time.time(),
+                request_id=self.request_id,
+                model=self._recorder.model,
+                baseline=self._recorder.identity,
+                labels=self._recorder.labels,
+                status=self._status,
+                request=self._request,
+                request_type=self._request_type,
+                response=None if isinstance(predictions, str) else self._response,
+                response_type=self._response_type,
+                response_encoding=self._response_encoding,
+                limit=self._limit,
+                rows=self._locations.rows,
+                outputs=self._locations.outputs,
+            )
+        )

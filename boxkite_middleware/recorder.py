@@ -248,7 +248,8 @@ class Recorder:
         self.expose_baseline = expose_baseline
         self.identity = baseline.identity if baseline else NO_BASELINE
         self._store = store
-        self._common = {"model": model, "baseline": self.identity, **check_labels(labels or {})}
+        self.labels = check_labels(labels or {})
+        self._common = {"model": model, "baseline": self.identity, **self.labels}
         self.features: dict[str, LiveColumn] = {}
         self.outputs: dict[str, LiveColumn] = {}
         self._said_missing: set[int] = set()

@@ -46,7 +46,11 @@ class WSGIMiddleware:
         if not self.monitor.workers_checked:
             self.monitor.check_workers(server_says_several=bool(environ.get("wsgi.multiprocess")))
         exchange = self.monitor.exchange(
-            method, path, environ.get("CONTENT_TYPE"), content_length(environ.get("CONTENT_LENGTH"))
+            method,
+            path,
+            environ.get("CONTENT_TYPE"),
+            content_length(environ.get("CONTENT_LENGTH")),
+            environ.get("HTTP_X_REQUEST_ID"),
         )
         if exchange is None:
             return self.app(environ, start_response)
@@ -59,6 +63,8 @@ class WSGIMiddleware:
                     header(headers, "content-type"),
                     header(headers, "content-encoding"),
                 )
+                if exchange.logs_predictions and exchange.request_id is None:
+                    exchange.request_id = header(headers, "x-request-id")
             except Exception:  # a malformed status is the server's to reject, not ours
                 logger.debug("boxkite-middleware: unreadable status %r", status)
             write = start_response(status, headers, exc_info)
