@@ -101,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("metrics", help="a /metrics URL, or a file holding a scrape")
     _threshold_options(drift)
     drift.set_defaults(run=_drift)
+
+    serve = command(
+        "serve",
+        help="serve an MLflow model with its baseline: MLflow's scoring app under gunicorn",
+    )
+    serve.add_argument("model_uri", help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/…")
+    serve.add_argument("-w", "--workers", type=int, default=2, help="uvicorn worker processes")
+    serve.add_argument("--host", default="127.0.0.1", help="address of the model's port")
+    serve.add_argument("-p", "--port", type=int, default=5000, help="the model's port")
+    serve.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics here only (default: -p)"
+    )
+    serve.add_argument(
+        "--model", default=None, help="the model label (default: the registered name)"
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -316,6 +332,49 @@ def _drift(arguments: argparse.Namespace) -> int:
         raise ValueError(f"{arguments.metrics}: no boxkite baseline and live families")
     print(table(judge(found, RuleOptions(**_thresholds(arguments)))))
     return 0
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    """Download the model (with its baseline) once, then run gunicorn: each uvicorn worker
+    builds MLflow's scoring app for it, wrapped in the middleware. Signals are passed on;
+    the download is removed when gunicorn has stopped."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    import mlflow
+
+    from . import mlflow as serving
+
+    name, version = serving.registered(arguments.model_uri)
+    with tempfile.TemporaryDirectory(prefix="boxkite-mlflow-model-") as directory:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=arguments.model_uri, dst_path=directory
+        )
+        environment = {
+            **os.environ,
+            serving.MODEL_PATH: local,
+            serving.MODEL_LABEL: arguments.model or name,
+        }
+        if version is not None:
+            environment[serving.MODEL_VERSION] = version
+        if arguments.metrics_port is not None:
+            environment["BOXKITE_METRICS_PORT"] = str(arguments.metrics_port)
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:boxkite_middleware.gunicorn"]
+        command += ["-k", "uvicorn_worker.UvicornWorker", "--workers", str(arguments.workers)]
+        command += ["--bind", f"{arguments.host}:{arguments.port}"]
+        command += ["boxkite_middleware.mlflow:serving_app()"]
+        print(
+            f"boxkite-middleware: serving {arguments.model_uri} as model "
+            f"{environment[serving.MODEL_LABEL]!r} on {arguments.host}:{arguments.port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        server = subprocess.Popen(command, env=environment)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(number, lambda received, _: server.send_signal(received))
+        return server.wait()
 
 
 def _summary(column: Column) -> str:
