@@ -10,6 +10,7 @@ import gzip
 import json
 import lzma
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from . import __version__
 from .baseline import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, Baseline, Categories, Column
 from .binning import numeric_or_text
 from .dashboard import dashboard
-from .drift import distributions, judge, table
+from .drift import as_record, distributions, judge, since, table
 from .rules import RuleOptions, rule_file, to_yaml
 
 PROGRESS_EVERY = 250_000
@@ -97,8 +98,24 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
     board.set_defaults(run=_dashboard)
 
-    drift = command("drift", help="drift statistics from a live /metrics")
-    drift.add_argument("metrics", help="a /metrics URL, or a file holding a scrape")
+    drift = command(
+        "drift",
+        help="drift statistics from a live /metrics",
+        epilog=f"exit status: 0 no drift, {DRIFT_FOUND} drift found, 1 an error",
+    )
+    drift.add_argument(
+        "metrics",
+        help="a /metrics URL (host:port[/path] means http://), or a file holding a scrape",
+    )
+    drift.add_argument(
+        "--interval",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="judge what was counted between two scrapes this far apart (30s, 5m) instead of "
+        "everything since the workers started",
+    )
+    drift.add_argument("--json", action="store_true", help="one JSON object per column")
     _threshold_options(drift)
     drift.set_defaults(run=_drift)
 
@@ -321,17 +338,50 @@ def _dashboard(arguments: argparse.Namespace) -> int:
     return 0
 
 
+DRIFT_FOUND = 3
+"""``drift``'s exit status when a column drifted (1 is an error, 2 argparse's usage error)."""
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``5m`` or ``1h`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 5m)") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("the interval must be positive")
+    return seconds
+
+
 def _drift(arguments: argparse.Namespace) -> int:
-    if arguments.metrics.startswith(("http://", "https://")):
-        with urllib.request.urlopen(arguments.metrics, timeout=30) as response:
-            text = response.read().decode("utf-8")
-    else:
-        text = Path(arguments.metrics).read_text(encoding="utf-8")
-    found = distributions(text)
+    found = distributions(_scrape(arguments.metrics))
+    if arguments.interval is not None:
+        time.sleep(arguments.interval)
+        found = since(distributions(_scrape(arguments.metrics)), found)
     if not found:
         raise ValueError(f"{arguments.metrics}: no boxkite baseline and live families")
-    print(table(judge(found, RuleOptions(**_thresholds(arguments)))))
-    return 0
+    verdicts = judge(found, RuleOptions(**_thresholds(arguments)))
+    if arguments.json:
+        for verdict in verdicts:
+            print(json.dumps(as_record(verdict), ensure_ascii=False))
+    else:
+        print(table(verdicts))
+    return DRIFT_FOUND if any(verdict.drifted for verdict in verdicts) else 0
+
+
+def _scrape(source: str) -> str:
+    """A scrape's text: from a file, or from a URL (``host:port`` alone means its /metrics)."""
+    if not source.startswith(("http://", "https://")):
+        if Path(source).exists():
+            return Path(source).read_text(encoding="utf-8")
+        source = "http://" + source
+        if "/" not in source.removeprefix("http://"):
+            source += "/metrics"
+    with urllib.request.urlopen(source, timeout=30) as response:
+        return response.read().decode("utf-8")
 
 
 def _serve(arguments: argparse.Namespace) -> int:

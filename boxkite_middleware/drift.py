@@ -222,6 +222,29 @@ def _name(d: Distribution) -> str:
     return "K-S" if d.kind == "numeric" else "PSI"
 
 
+def as_record(verdict: Verdict) -> dict[str, object]:
+    """A verdict as plain JSON values (no NaN: null where there is no statistic)."""
+    d = verdict.distribution
+
+    def number(value: float | None) -> float | None:
+        return None if value is None or math.isnan(value) else round(value, 6)
+
+    return {
+        "model": d.model,
+        "role": d.role,
+        "column": d.column,
+        "kind": d.kind,
+        "baseline_n": float(d.expected.sum()),
+        "live_n": float(d.live.sum()),
+        "missing_change": number(verdict.missing_change),
+        "statistic": verdict.statistic,
+        "value": number(verdict.value),
+        "threshold": number(verdict.threshold),
+        "drifted": verdict.drifted,
+        "reasons": list(verdict.reasons),
+    }
+
+
 def table(verdicts: list[Verdict]) -> str:
     """A fixed-width table, one line per column, drift flagged."""
     header = (

@@ -13,7 +13,7 @@ from scipy import stats
 from werkzeug.test import Client
 
 from boxkite_middleware import BoxkiteMiddleware, drift
-from boxkite_middleware.cli import main
+from boxkite_middleware.cli import DRIFT_FOUND, main
 
 from .helpers import mixed_baseline, mixed_data, split_body
 
@@ -80,7 +80,7 @@ def test_cli_drift_flags_only_what_moved(tmp_path, capsys):
     model, text = _scrape(features, labels)
     path = tmp_path / "scrape.txt"
     path.write_text(text)
-    assert main(["drift", str(path)]) == 0
+    assert main(["drift", str(path)]) == DRIFT_FOUND
     lines = {
         line.split()[1]: line
         for line in capsys.readouterr().out.splitlines()
@@ -96,3 +96,70 @@ def test_too_few_live_values_give_no_verdict():
     model, text = _scrape(features, labels)
     verdicts = [v for v in drift.judge(drift.distributions(text)) if v.distribution.model == model]
     assert verdicts and all(v.drifted is None for v in verdicts)
+
+
+def test_cli_drift_json_and_exit_status(tmp_path, capsys):
+    features, labels = mixed_data(600, seed=7)
+    model, text = _scrape(features, labels)
+    path = tmp_path / "scrape.txt"
+    path.write_text(text)
+    code = main(["drift", str(path), "--json"])  # fresh rows of the training distribution
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # the scrape holds this process's other models too: the status says whether any drifted
+    assert code == (DRIFT_FOUND if any(r["drifted"] for r in records) else 0)
+    ours = {r["column"]: r for r in records if r["model"] == model and r["role"] == "feature"}
+    assert set(ours) == {"x", "size", "colour", "grade"}
+    assert ours["x"]["statistic"] == "K-S" and ours["colour"]["statistic"] == "PSI"
+    assert ours["x"]["live_n"] == 600 and ours["x"]["drifted"] is False
+    assert 0 <= ours["x"]["value"] < ours["x"]["threshold"]
+
+
+def test_cli_drift_over_an_interval_judges_only_what_came_in_it(capsys):
+    """Drifted traffic first; during the interval, fresh rows of the training distribution:
+    judged since the workers started x has drifted, over the interval it has not. The URL is
+    given as users type it, without a scheme."""
+    import threading
+    import time
+
+    from .servers import wsgi_server
+
+    model = "interval-" + uuid.uuid4().hex[:8]
+    features, labels = mixed_data(600, seed=8)
+
+    def app(environ, start_response):
+        rows = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))["index"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"predictions": [labels[i] for i in rows]}).encode()]
+
+    wrapped = BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model)
+    drifted = {**features, "x": [value + 3 for value in features["x"]]}
+    with wsgi_server(wrapped) as url:
+        client = Client(wrapped)
+        for start in range(0, 600, 100):
+            client.post(
+                "/invocations",
+                data=split_body(drifted, slice(start, start + 100)),
+                content_type="application/json",
+                buffered=True,
+            )
+        address = url.removeprefix("http://")
+        assert main(["drift", address]) == DRIFT_FOUND
+        capsys.readouterr()
+        codes = []
+        judged = threading.Thread(
+            target=lambda: codes.append(main(["drift", address, "--interval", "2s", "--json"]))
+        )
+        judged.start()
+        time.sleep(0.5)  # after the first scrape
+        for start in range(0, 600, 100):
+            client.post(
+                "/invocations",
+                data=split_body(features, slice(start, start + 100)),
+                content_type="application/json",
+                buffered=True,
+            )
+        judged.join(30)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    x = next(r for r in records if r["model"] == model and r["column"] == "x")
+    assert x["live_n"] == 600 and x["drifted"] is False
+    assert codes == [DRIFT_FOUND if any(r["drifted"] for r in records) else 0]
