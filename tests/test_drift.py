@@ -133,15 +133,15 @@ def test_cli_drift_over_an_interval_judges_only_what_came_in_it(capsys):
 
     wrapped = BoxkiteMiddleware(app, baseline=mixed_baseline(), model=model)
     drifted = {**features, "x": [value + 3 for value in features["x"]]}
-    with wsgi_server(wrapped) as url:
+
+    def send(table: dict) -> None:
         client = Client(wrapped)
         for start in range(0, 600, 100):
-            client.post(
-                "/invocations",
-                data=split_body(drifted, slice(start, start + 100)),
-                content_type="application/json",
-                buffered=True,
-            )
+            body = split_body(table, slice(start, start + 100))
+            client.post("/invocations", data=body, content_type="application/json", buffered=True)
+
+    with wsgi_server(wrapped) as url:
+        send(drifted)
         address = url.removeprefix("http://")
         assert main(["drift", address]) == DRIFT_FOUND
         capsys.readouterr()
@@ -151,13 +151,7 @@ def test_cli_drift_over_an_interval_judges_only_what_came_in_it(capsys):
         )
         judged.start()
         time.sleep(0.5)  # after the first scrape
-        for start in range(0, 600, 100):
-            client.post(
-                "/invocations",
-                data=split_body(features, slice(start, start + 100)),
-                content_type="application/json",
-                buffered=True,
-            )
+        send(features)
         judged.join(30)
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     x = next(r for r in records if r["model"] == model and r["column"] == "x")
