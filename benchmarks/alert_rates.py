@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
 
 from common import table  # noqa: E402
-from wine import FEATURES, measurements, regions  # noqa: E402
+from wine import FEATURES, REGIONS, measurements, regions  # noqa: E402
 
 from boxkite_middleware import Baseline  # noqa: E402
 from boxkite_middleware.baseline import Histogram  # noqa: E402
@@ -41,11 +41,22 @@ def _shifts(training: dict) -> dict:
         "alcohol +0.1 std": lambda c, rng: {**c, "alcohol": c["alcohol"] + 0.1 * std["alcohol"]},
         "alcohol +0.25 std": lambda c, rng: {**c, "alcohol": c["alcohol"] + 0.25 * std["alcohol"]},
         "residual sugar ×1.2": lambda c, rng: {**c, "residual sugar": c["residual sugar"] * 1.2},
+        "15 % of wines one region over": lambda c, rng: {
+            **c,
+            "region": np.where(
+                rng.random(len(c["region"])) < 0.15, _next_region(c["region"]), c["region"]
+            ),
+        },
         "10 % unseen region": lambda c, rng: {
             **c,
             "region": np.where(rng.random(len(c["region"])) < 0.1, "alentejo", c["region"]),
         },
     }
+
+
+def _next_region(values: np.ndarray) -> np.ndarray:
+    following = {region: REGIONS[(i + 1) % len(REGIONS)] for i, region in enumerate(REGIONS)}
+    return np.array([following[value] for value in values])
 
 
 def _alarms(baseline: Baseline, window: dict) -> bool:

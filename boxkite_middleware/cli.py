@@ -281,14 +281,13 @@ def _threshold_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.alpha,
         help="false-alarm rate per model and window, split over its columns",
     )
-    parser.add_argument("--ks-floor", type=float, default=defaults.ks_floor)
-    parser.add_argument("--psi-floor", type=float, default=defaults.psi_floor)
-    parser.add_argument(
-        "--missing-floor",
-        type=float,
-        default=defaults.missing_floor,
-        help="alert when the missing rate moves by more than this",
-    )
+    for name, what in (("ks", "K-S distance"), ("psi", "PSI"), ("missing", "missing-rate change")):
+        parser.add_argument(
+            f"--{name}-floor",
+            type=float,
+            default=getattr(defaults, f"{name}_floor"),
+            help=f"the least {what} that alerts, however significant (opt-in)",
+        )
     parser.add_argument(
         "--smoothing",
         type=float,
@@ -299,7 +298,7 @@ def _threshold_options(parser: argparse.ArgumentParser) -> None:
         "--min-live",
         type=int,
         default=defaults.min_live,
-        help="no verdict or alert below this many live values in the window",
+        help="no verdict or alert below this many live values (rows, for the missing rate)",
     )
 
 

@@ -3,9 +3,10 @@
 The same statistics the Prometheus rules compute, on one scrape (or the difference of two):
 K-S for histograms, PSI for categories (each distribution mixed with a small uniform share, so
 that an empty bucket does not blow up the logarithm), and the change in the missing rate.
-Thresholds know the sample size: K-S against ``c(α/F)·sqrt((n+m)/(n·m))`` and PSI against
-``χ²(k−1, 1−α/F)·(1/n + 1/m)``, Bonferroni-corrected over the F columns of a model, never
-below a floor.
+Thresholds know the sample size: K-S against ``c(α/F)·sqrt((n+m)/(n·m))``, PSI against
+``χ²(k−1, 1−α/F)·(1/n + 1/m)`` and the missing rate by a two-proportion z-test,
+Bonferroni-corrected over the F columns of a model (features and outputs together), never
+below the opt-in floors.
 """
 
 from __future__ import annotations
@@ -165,6 +166,23 @@ def psi_threshold(
     return max(options.psi_floor, quantile * (1 / n + 1 / m))
 
 
+def missing_threshold(
+    missing: float,
+    rows: float,
+    expected_missing: float,
+    expected_rows: float,
+    columns: int,
+    options: RuleOptions = DEFAULTS,
+) -> float:
+    """How far the missing rate may move by chance: the two-proportion z-test at α/F
+    (two-sided), ``z·sqrt(p̄(1−p̄)(1/N + 1/M))`` with p̄ the pooled rate and N, M the live
+    and baseline rows (missing ones included); never below the missing floor."""
+    pooled = (missing + expected_missing) / (rows + expected_rows)
+    z = NormalDist().inv_cdf(1 - options.alpha / columns / 2)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / expected_rows))
+    return max(options.missing_floor, z * spread)
+
+
 def chi2_quantile(degrees: int, probability: float) -> float:
     """Wilson–Hilferty approximation, as the Prometheus rules compute it: within 2.5 % for
     tails ≥ 0.001 and 2+ degrees of freedom, 3.5 % for one (worse in smaller tails)."""
@@ -185,7 +203,12 @@ class Verdict:
 
 
 def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Verdict]:
-    """A verdict per column, by the thresholds the alert rules use (``options``)."""
+    """A verdict per column, by the tests the alert rules make (``options``), α split over
+    every column of a model, features and outputs together.
+
+    The distribution is judged on the values present (at least ``min_live``), the missing
+    rate on every row, present or not: a column that stops arriving has no values to judge,
+    and is the plainest drift there is."""
     columns_per_model: dict[str, int] = defaultdict(int)
     for d in found:
         columns_per_model[d.model] += 1
@@ -193,27 +216,33 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
     for d in found:
         n, m = float(d.live.sum()), float(d.expected.sum())
         columns = columns_per_model[d.model]
-        missing_change = None
-        if d.expected_missing is not None and n + d.live_missing > 0:
-            missing_change = d.live_missing / (n + d.live_missing) - d.expected_missing / (
-                m + d.expected_missing
-            )
-        if n < options.min_live or m == 0:
-            verdicts.append(Verdict(d, _name(d), math.nan, math.nan, missing_change, None, ()))
-            continue
-        if d.kind == "numeric":
-            value = ks_statistic(d.live, d.expected)
-            threshold = ks_threshold(n, m, columns, options)
-        else:
-            value = psi(d.live, d.expected, options.smoothing)
-            threshold = psi_threshold(len(d.keys), n, m, columns, options)
         reasons = []
-        if value > threshold:
-            reasons.append("distribution")
-        if missing_change is not None and abs(missing_change) > options.missing_floor:
-            reasons.append("missing")
+        missing_change, missing_judged = None, False
+        rows = n + d.live_missing
+        if d.expected_missing is not None and rows > 0:
+            expected_rows = m + d.expected_missing
+            missing_change = d.live_missing / rows - d.expected_missing / expected_rows
+            if rows >= options.min_live and expected_rows > 0:
+                missing_judged = True
+                limit = missing_threshold(
+                    d.live_missing, rows, d.expected_missing, expected_rows, columns, options
+                )
+                if abs(missing_change) > limit:
+                    reasons.append("missing")
+        value = threshold = math.nan
+        if n >= options.min_live and m > 0:
+            if d.kind == "numeric":
+                value = ks_statistic(d.live, d.expected)
+                threshold = ks_threshold(n, m, columns, options)
+            else:
+                value = psi(d.live, d.expected, options.smoothing)
+                threshold = psi_threshold(len(d.keys), n, m, columns, options)
+            if value > threshold:
+                reasons.insert(0, "distribution")
+        judged = missing_judged or not math.isnan(value)
+        drifted = bool(reasons) if judged else None
         verdicts.append(
-            Verdict(d, _name(d), value, threshold, missing_change, bool(reasons), tuple(reasons))
+            Verdict(d, _name(d), value, threshold, missing_change, drifted, tuple(reasons))
         )
     return verdicts
 

@@ -13,11 +13,13 @@ distribution first mixed with a small uniform share ``p' = (1-λ)p + λ/k`` (add
 count instead would make unchanged traffic look drifted in small windows), and the missing
 rate, live minus baseline.
 
-Thresholds know the sample size: K-S against ``max(floor, c(α/F)·sqrt((n+m)/(n·m)))`` with
-``c(a) = sqrt(-ln(a/2)/2)`` and F the model's number of columns (Bonferroni); PSI against
-``max(floor, χ²(k−1, 1−α/F)·(1/n + 1/m))``, the χ² quantile by Wilson–Hilferty from a normal
-quantile by Abramowitz–Stegun 26.2.23, all in PromQL (within 2.5 % for α/F ≥ 0.001 and k ≥ 3;
-see the README for the rest).
+Thresholds are significance tests that know the sample size, α split (Bonferroni) over F, the
+model's columns, features and outputs together: K-S against ``c(α/F)·sqrt((n+m)/(n·m))`` with
+``c(a) = sqrt(-ln(a/2)/2)``; PSI against ``χ²(k−1, 1−α/F)·(1/n + 1/m)``; the missing rate,
+judged on every row present or not, by the two-sample z-test of proportions. The χ² and
+normal quantiles come from Wilson–Hilferty and Abramowitz–Stegun 26.2.23, all in PromQL
+(within 2.5 % for α/F ≥ 0.001 and k ≥ 3; see docs/drift.md for the rest). Each threshold is
+raised to its floor, a minimum effect size the user opts into.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ class RuleOptions:
 
     windows: tuple[str, ...] = ("30m",)
     alpha: float = 0.05
-    ks_floor: float = 0.05
-    psi_floor: float = 0.1
-    missing_floor: float = 0.05
+    # Minimum effect sizes, opt-in: by default an alert needs significance only.
+    ks_floor: float = 0.0
+    psi_floor: float = 0.0
+    missing_floor: float = 0.0
     smoothing: float = 0.01
     min_live: int = 100
     duration: str = "15m"  # the alerts' for:
@@ -94,7 +97,7 @@ class _Names:
 def baseline_rules(role: str, options: RuleOptions) -> list[dict[str, str]]:
     """Window-independent rules: baseline counts, shares and cumulative shares, once."""
     names = _Names(role, options)
-    by, keep, rule = names.by, names.keep, names.rule
+    by, rule = names.by, names.rule
     m, k = rule("baseline_count"), rule("categories")
     category = names.baseline("category_total")
     rules = [
@@ -104,7 +107,6 @@ def baseline_rules(role: str, options: RuleOptions) -> list[dict[str, str]]:
             f" or sum by ({by}) (max by ({by}, category) ({category}))",
         ),
         (k, f"count by ({by}) (max by ({by}, category) ({category}))"),
-        (rule("columns"), f"count by ({keep}) ({m})"),  # F, for the Bonferroni share
         (
             rule("baseline_cdf"),
             f"max by ({by}, le) ({names.baseline('value_bucket')}) / on ({by}) group_left () {m}",
@@ -117,6 +119,15 @@ def baseline_rules(role: str, options: RuleOptions) -> list[dict[str, str]]:
     return [{"record": record, "expr": expr} for record, expr in rules]
 
 
+COLUMNS = "boxkite:columns"
+"""F, a model's columns, features and outputs together: α is split over all of them."""
+
+
+def columns_rule(options: RuleOptions) -> dict[str, str]:
+    counts = '{__name__=~"boxkite:(feature|inference)_baseline_count"}'
+    return {"record": COLUMNS, "expr": f"count by ({_Names('feature', options).keep}) ({counts})"}
+
+
 def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[str, str]]:
     """The live side and the statistics of one role over one window."""
     names = _Names(role, options)
@@ -127,7 +138,8 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
     live_share, base_share = rule("live_share", window), rule("baseline_share")
     missing_live = f"sum by ({by}) (increase({names.live('missing_total')}[{window}]))"
     missing_base = f"max by ({by}) ({names.baseline('missing_total')})"
-    columns = rule("columns")
+    rows, base_rows = rule("live_rows", window), f"({missing_base} + on ({by}) {m})"
+    columns = COLUMNS
     rules = [
         # n: live values with a bucket or a category (missing values are counted apart)
         (
@@ -164,11 +176,16 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
             f" ({live_share} + {base_share})) + {base_share} * ln(2 *"
             f" {base_share} / ({live_share} + {base_share}))) / 2",
         ),
-        # the missing rate, live minus baseline
+        # the missing rate, live minus baseline, judged on every row, present or not
+        (rows, f"{missing_live} + on ({by}) {n}"),
         (
             rule("missing_rate_change", window),
-            f"({missing_live} / on ({by}) (({missing_live} + on ({by}) {n}) > 0))"
-            f" - on ({by}) ({missing_base} / on ({by}) ({missing_base} + on ({by}) {m}))",
+            f"({missing_live} / on ({by}) ({rows} > 0))"
+            f" - on ({by}) ({missing_base} / on ({by}) ({base_rows} > 0))",
+        ),
+        (
+            rule("missing_threshold", window),
+            _missing_threshold(missing_live, rows, missing_base, base_rows, by, keep, options),
         ),
         # thresholds that know the sample size
         (rule("ks_threshold", window), _ks_threshold(sample, m, columns, keep, options)),
@@ -202,14 +219,37 @@ def _ks_threshold(n: str, m: str, columns: str, keep: str, options: RuleOptions)
     )
 
 
-def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:
-    """χ²(k−1, 1−α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
+def _normal_quantile(tail: str) -> str:
+    """z with P(Z > z) = ``tail``, by Abramowitz–Stegun 26.2.23 (error < 4.5e-4)."""
     c0, c1, c2, d1, d2, d3 = _NORMAL_QUANTILE
-    t = f"sqrt(-2 * ln({options.alpha!r} / {columns}))"
-    z = (
+    t = f"sqrt(-2 * ln({tail}))"
+    return (
         f"({t} - ({c0} + {c1} * {t} + {c2} * {t} ^ 2)"
         f" / (1 + {d1} * {t} + {d2} * {t} ^ 2 + {d3} * {t} ^ 3))"
     )
+
+
+def _missing_threshold(
+    missing: str,
+    rows: str,
+    base_missing: str,
+    base_rows: str,
+    by: str,
+    keep: str,
+    options: RuleOptions,
+) -> str:
+    """The two-proportion z-test at α/F, two-sided: ``z·sqrt(p̄(1−p̄)(1/N + 1/M))``."""
+    pooled = (
+        f"(({missing} + on ({by}) {base_missing}) / on ({by}) ({rows} + on ({by}) {base_rows}))"
+    )
+    spread = f"sqrt({pooled} * (1 - {pooled}) * (1 / {rows} + on ({by}) 1 / {base_rows}))"
+    z = _normal_quantile(f"{options.alpha!r} / (2 * {COLUMNS})")
+    return f"clamp_min({z} * on ({keep}) group_right () {spread}, {options.missing_floor!r})"
+
+
+def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:
+    """χ²(k−1, 1−α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
+    z = _normal_quantile(f"{options.alpha!r} / {columns}")
     degrees = f"clamp_min({k} - 1, 1)"
     h = f"(2 / (9 * {degrees}))"
     quantile = f"{degrees} * (1 - {h} + sqrt({h}) * on ({keep}) group_left () {z}) ^ 3"
@@ -229,6 +269,7 @@ def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
 
         what = "Feature" if role == "feature" else "Prediction"
         enough = f"and on ({by}) {name('live_count')} >= {options.min_live}"
+        enough_rows = f"and on ({by}) {name('live_rows')} >= {options.min_live}"
         alerts.append(
             {
                 "alert": f"Boxkite{what}Drift",
@@ -247,14 +288,17 @@ def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
         alerts.append(
             {
                 "alert": f"Boxkite{what}MissingRate",
-                "expr": f"abs({name('missing_rate_change')}) > {options.missing_floor!r} {enough}",
+                "expr": f"abs({name('missing_rate_change')})"
+                f" > on ({by}) {name('missing_threshold')} {enough_rows}",
                 "for": options.duration,
                 "labels": {"severity": "warning"},
                 "annotations": {
                     "summary": f"Missing values changed: {{{{ $labels.model }}}} {column} "
                     f"{{{{ $labels.{column} }}}}",
                     "description": f"The missing rate over {window} moved by "
-                    "{{ $value | humanizePercentage }} from the baseline.",
+                    "{{ $value | humanizePercentage }} from the baseline, more than chance "
+                    "allows for this many rows (a column that stopped arriving moves it by "
+                    "100 %).",
                 },
             }
         )
@@ -265,7 +309,10 @@ def rule_file(options: RuleOptions) -> dict[str, Any]:
     groups = [
         {
             "name": "boxkite-baseline",
-            "rules": [rule for role in ROLES for rule in baseline_rules(role, options)],
+            "rules": [
+                *(rule for role in ROLES for rule in baseline_rules(role, options)),
+                columns_rule(options),
+            ],
         }
     ]
     groups += [

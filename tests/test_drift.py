@@ -157,3 +157,19 @@ def test_cli_drift_over_an_interval_judges_only_what_came_in_it(capsys):
     x = next(r for r in records if r["model"] == model and r["column"] == "x")
     assert x["live_n"] == 600 and x["drifted"] is False
     assert codes == [DRIFT_FOUND if any(r["drifted"] for r in records) else 0]
+
+
+def test_a_column_that_stops_arriving_drifts_on_its_missing_rate():
+    """Judged on every row: no values at all is no reason to say nothing."""
+    features, labels = mixed_data(600, seed=9)
+    features["size"] = [None] * 600  # the client stopped sending it
+    model, text = _scrape(features, labels)
+    verdicts = {
+        v.distribution.column: v
+        for v in drift.judge(drift.distributions(text))
+        if v.distribution.model == model and v.distribution.role == "feature"
+    }
+    assert verdicts["size"].drifted is True and verdicts["size"].reasons == ("missing",)
+    assert verdicts["size"].missing_change == 1.0
+    for name in ("x", "colour", "grade"):  # colour: 1 in 17 missing in training and live
+        assert verdicts[name].drifted is False, name

@@ -43,6 +43,7 @@ def _drifted(rows: int) -> tuple[dict[str, list], list]:
     features["x"] = [value + 2.5 for value in features["x"]]
     features["size"] = [round(value * 1.6, 2) for value in features["size"]]
     features["colour"] = ["purple" if i % 3 == 0 else c for i, c in enumerate(features["colour"])]
+    features["grade"] = [None] * rows  # the client stopped sending it
     labels = ["dog" if i % 4 else label for i, label in enumerate(labels)]
     return features, labels
 
@@ -223,7 +224,6 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             assert got == pytest.approx(_ks(live, base), abs=1e-9)
         for name, values, family in (
             ("colour", drifted["colour"], "feature"),
-            ("grade", drifted["grade"], "feature"),
             ("label", drifted_labels, "inference"),
         ):
             column = (baseline.features if family == "feature" else baseline.inference)[name]
@@ -252,11 +252,12 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         # Thresholds: the formulas of docs/drift.md on the n and m Prometheus recorded.
         n = prometheus.value(f'boxkite:feature_sample_size:{WINDOW}{{model="drift", feature="x"}}')
         m = prometheus.value('boxkite:feature_baseline_count{model="drift", feature="x"}')
-        columns = len(baseline.features)
+        columns = len(baseline.features) + len(baseline.inference)  # α over all of them
+        assert prometheus.value('boxkite:columns{model="drift"}') == columns
         critical = np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
         assert prometheus.value(
             f'boxkite:feature_ks_threshold:{WINDOW}{{model="drift", feature="x"}}'
-        ) == pytest.approx(max(0.05, critical), rel=1e-9)
+        ) == pytest.approx(critical, rel=1e-9)
         n = prometheus.value(
             f'boxkite:feature_sample_size:{WINDOW}{{model="drift", feature="colour"}}'
         )
@@ -264,9 +265,7 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         k = len(colour.counts)
         assert prometheus.value(
             f'boxkite:feature_psi_threshold:{WINDOW}{{model="drift", feature="colour"}}'
-        ) == pytest.approx(
-            max(0.1, stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m)), rel=0.02
-        )
+        ) == pytest.approx(stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m), rel=0.02)
         live_count = prometheus.value(
             f'boxkite:feature_live_count:{WINDOW}{{model="drift", feature="x"}}'
         )
@@ -281,6 +280,12 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         firing = prometheus.query('ALERTS{alertname="BoxkiteFeatureDrift", model="drift"}')
         assert {s["metric"]["feature"] for s in firing} >= {"x", "size", "colour"}
         assert prometheus.query('ALERTS{alertname="BoxkitePredictionDrift", model="drift"}')
+        # A column that stopped arriving alerts on its missing rate (+100 %); colour, missing
+        # as often live as in training, does not, in either stream.
+        missing = prometheus.query('ALERTS{alertname="BoxkiteFeatureMissingRate"}')
+        assert {(s["metric"]["model"], s["metric"]["feature"]) for s in missing} == {
+            ("drift", "grade")
+        }
 
         # Every query of the dashboard returns data here.
         document = dashboard(OPTIONS)

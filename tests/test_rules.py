@@ -154,11 +154,18 @@ def _js(live: np.ndarray, baseline: np.ndarray) -> float:
 
 
 def _ks_threshold(n: float, m: float, columns: int) -> float:
-    return max(0.05, np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m)))
+    return np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
 
 
 def _psi_threshold(k: int, n: float, m: float, columns: int) -> float:
-    return max(0.1, stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m))
+    return stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m)
+
+
+def _missing_threshold(missing: float, rows: float, base: float, base_rows: float, columns):
+    """The two-proportion z-test's critical difference at α/F, two-sided."""
+    pooled = (missing + base) / (rows + base_rows)
+    spread = np.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / base_rows))
+    return stats.norm.ppf(1 - 0.05 / columns / 2) * spread
 
 
 def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
@@ -236,7 +243,11 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
 
     n_x, m_x = live_x.sum(), base_x.sum()
     n_c, m_c = live_colour.sum(), base_colour.sum()
+    columns = 3  # α is split over b1's columns: features x and colour, and the output
     checks = [  # (rule, labels, expected, tolerance)
+        ("boxkite:columns", b1, columns, 1e-9),
+        ("boxkite:columns", b2, 1, 1e-9),
+        ("boxkite:feature_live_rows:10m", {**b1, "feature": "x"}, n_x + live_missing, 1e-9),
         ("boxkite:feature_live_count:10m", {**b1, "feature": "x"}, n_x, 1e-9),
         ("boxkite:feature_baseline_count", {**b1, "feature": "x"}, m_x, 1e-9),
         ("boxkite:feature_ks:10m", {**b1, "feature": "x"}, _ks(live_x, base_x), 1e-12),
@@ -263,7 +274,7 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
         (
             "boxkite:feature_ks_threshold:10m",
             {**b1, "feature": "x"},
-            _ks_threshold(n_x, m_x, 2),
+            _ks_threshold(n_x, m_x, columns),
             1e-9,
         ),
         (
@@ -277,7 +288,14 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
         (
             "boxkite:feature_psi_threshold:10m",
             {**b1, "feature": "colour"},
-            _psi_threshold(3, n_c, m_c, 2),
+            _psi_threshold(3, n_c, m_c, columns),
+        ),
+        (
+            "boxkite:feature_missing_threshold:10m",
+            {**b1, "feature": "x"},
+            _missing_threshold(
+                live_missing, live_missing + n_x, base_missing, base_missing + m_x, columns
+            ),
         ),
     ]
     tests = (
@@ -311,27 +329,84 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
             },  # b1 and b2 apart, never mixed
         ]
     )
-    (tmp_path / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
-    test_file = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": selector, "values": " ".join(repr(float(v)) for v in values)}
-                    for selector, values in scenario.series
-                ],
-                "promql_expr_test": tests,
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(to_yaml(test_file))
-    result = _promtool("test", "rules", "test.yml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool_test(tmp_path, scenario, promql_expr_test=tests)
     # The scenario does show drift, so the zeros above are not vacuous.
     assert _ks(live_x, base_x) > 0.05 and _psi(live_colour, base_colour) > 0.3
 
 
+def _promtool_test(tmp_path, scenario: Scenario, **cases) -> None:
+    """``promtool test rules`` of the generated rules on the scenario's series."""
+    (tmp_path / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
+    series = [
+        {"series": selector, "values": " ".join(repr(float(v)) for v in values)}
+        for selector, values in scenario.series
+    ]
+    test_file = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, **cases}],
+    }
+    (tmp_path / "test.yml").write_text(to_yaml(test_file))
+    result = _promtool("test", "rules", "test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
+def test_missing_rate_alerts_know_the_sample_size(tmp_path):
+    """A column that stops arriving alerts (judged on every row, though it has no values);
+    a column missing 30 % of the time in training and in a 100-row window does not, nor one
+    that merely wobbles by chance; the distribution alert waits for values."""
+    scenario = Scenario()
+    model = {"model": "v", "baseline": "b"}
+    eight_of_ten = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=float)
+    for feature, base_missing, live_missing in (
+        ("pH", 0.0, np.full(MINUTES, 10.0)),  # stops arriving: 100 rows, all missing
+        ("sugar", 300.0, np.full(MINUTES, 3.0)),  # 30 % in training, 30 % live
+        ("acid", 50.0, eight_of_ten),  # 5 % in training, 8 % live: chance, for 100 rows
+    ):
+        labels = {**model, "feature": feature}
+        present = np.zeros((MINUTES, 2))
+        present[:, 1] = 10 - live_missing  # every value above 1.0, as in training
+        baseline = np.array([0.0, 1000.0 - base_missing])
+        scenario.histogram(labels, ["1.0"], present, baseline=baseline)
+        counts = _cumulative_over_time(live_missing[:, None])[:, 0]
+        scenario.counter("boxkite_feature_missing_total", labels, counts)
+        scenario.constant("boxkite_feature_missing_baseline_total", labels, base_missing)
+    missing_alert = {
+        "alertname": "BoxkiteFeatureMissingRate",
+        "severity": "warning",
+        **model,
+        "feature": "pH",
+    }
+    _promtool_test(
+        tmp_path,
+        scenario,
+        alert_rule_test=[
+            {
+                "eval_time": f"{MINUTES}m",
+                "alertname": "BoxkiteFeatureMissingRate",
+                "exp_alerts": [
+                    {
+                        "exp_labels": missing_alert,
+                        "exp_annotations": {
+                            "summary": "Missing values changed: v feature pH",
+                            "description": next(
+                                rule["annotations"]["description"]
+                                for group in rule_file(OPTIONS)["groups"]
+                                for rule in group["rules"]
+                                if rule.get("alert") == "BoxkiteFeatureMissingRate"
+                            ).replace("{{ $value | humanizePercentage }}", "100%"),
+                        },
+                    }
+                ],
+            },
+            {
+                "eval_time": f"{MINUTES}m",
+                "alertname": "BoxkiteFeatureDrift",
+                "exp_alerts": [],
+            },
+        ],
+    )
