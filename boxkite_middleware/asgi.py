@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .exposition import metrics_asgi_app
+from .exposition import metrics_asgi_app, report_asgi_app
 from .monitor import Exchange, Options, content_length, header, logger, monitor_for
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ class ASGIMiddleware:
         method, path = scope["method"], scope["path"]
         if self.monitor.is_metrics(method, path):
             await metrics_asgi_app(scope, receive, send)
+            return
+        if self.monitor.is_report(method, path):
+            await report_asgi_app(scope, receive, send)
             return
         headers = scope.get("headers", ())
         exchange = self.monitor.exchange(

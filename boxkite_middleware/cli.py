@@ -119,6 +119,28 @@ def _parser() -> argparse.ArgumentParser:
     _threshold_options(drift)
     drift.set_defaults(run=_drift)
 
+    report = command("report", help="write the drift report page (self-contained HTML)")
+    report.add_argument(
+        "source",
+        help="a /metrics URL (host:port means http://host:port/metrics), a saved scrape, or, "
+        "with --window, a Prometheus server's URL (the whole fleet)",
+    )
+    report.add_argument(
+        "-o", "--output", type=Path, default=Path("drift-report.html"), help="the page"
+    )
+    report.add_argument(
+        "--interval",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="from a /metrics URL: what was counted between two scrapes this far apart",
+    )
+    report.add_argument(
+        "--window", default=None, metavar="DURATION", help="from Prometheus: this window (30m)"
+    )
+    _threshold_options(report)
+    report.set_defaults(run=_report)
+
     serve = command(
         "serve",
         help="serve an MLflow model with its baseline: MLflow's scoring app under gunicorn",
@@ -355,14 +377,19 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _drift(arguments: argparse.Namespace) -> int:
-    found = distributions(_scrape(arguments.metrics))
-    if arguments.interval is not None:
-        time.sleep(arguments.interval)
-        found = since(distributions(_scrape(arguments.metrics)), found)
+def _verdicts(source: str, interval: float | None, arguments: argparse.Namespace) -> list:
+    """Judge a /metrics source: everything since the workers started, or an interval."""
+    found = distributions(_scrape(source))
+    if interval is not None:
+        time.sleep(interval)
+        found = since(distributions(_scrape(source)), found)
     if not found:
-        raise ValueError(f"{arguments.metrics}: no boxkite baseline and live families")
-    verdicts = judge(found, RuleOptions(**_thresholds(arguments)))
+        raise ValueError(f"{source}: no boxkite baseline and live families")
+    return judge(found, RuleOptions(**_thresholds(arguments)))
+
+
+def _drift(arguments: argparse.Namespace) -> int:
+    verdicts = _verdicts(arguments.metrics, arguments.interval, arguments)
     if arguments.json:
         for verdict in verdicts:
             print(json.dumps(as_record(verdict), ensure_ascii=False))
@@ -371,15 +398,45 @@ def _drift(arguments: argparse.Namespace) -> int:
     return DRIFT_FOUND if any(verdict.drifted for verdict in verdicts) else 0
 
 
+def _report(arguments: argparse.Namespace) -> int:
+    from .drift import fleet_text
+    from .report import page
+
+    if arguments.window is not None:
+        RuleOptions(windows=(arguments.window,))  # a Prometheus duration, or a ValueError
+        url = _url(arguments.source, "")
+        found = distributions(fleet_text(url, arguments.window))
+        if not found:
+            raise ValueError(f"{url}: no boxkite series over {arguments.window}")
+        verdicts = judge(found, RuleOptions(**_thresholds(arguments)))
+        source, window = url, f"the last {arguments.window}, every replica"
+    else:
+        verdicts = _verdicts(arguments.source, arguments.interval, arguments)
+        source = arguments.source
+        window = (
+            f"{arguments.interval:g} s between two scrapes"
+            if arguments.interval
+            else "since the workers started"
+        )
+    arguments.output.write_text(page(verdicts, source=source, window=window), encoding="utf-8")
+    print(f"wrote {arguments.output}", file=sys.stderr)
+    return DRIFT_FOUND if any(verdict.drifted for verdict in verdicts) else 0
+
+
+def _url(source: str, default_path: str) -> str:
+    """``host:port`` as ``http://host:port`` plus ``default_path`` if it has no path."""
+    if source.startswith(("http://", "https://")):
+        return source
+    if "/" not in source:
+        source += default_path
+    return "http://" + source
+
+
 def _scrape(source: str) -> str:
     """A scrape's text: from a file, or from a URL (``host:port`` alone means its /metrics)."""
-    if not source.startswith(("http://", "https://")):
-        if Path(source).exists():
-            return Path(source).read_text(encoding="utf-8")
-        source = "http://" + source
-        if "/" not in source.removeprefix("http://"):
-            source += "/metrics"
-    with urllib.request.urlopen(source, timeout=30) as response:
+    if not source.startswith(("http://", "https://")) and Path(source).exists():
+        return Path(source).read_text(encoding="utf-8")
+    with urllib.request.urlopen(_url(source, "/metrics"), timeout=30) as response:
         return response.read().decode("utf-8")
 
 

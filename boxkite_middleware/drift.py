@@ -51,6 +51,7 @@ class Distribution:
     expected: np.ndarray
     live_missing: float
     expected_missing: float | None
+    baseline: str = ""  # the baseline's identity
 
 
 def distributions(text: str) -> list[Distribution]:
@@ -78,7 +79,35 @@ def distributions(text: str) -> list[Distribution]:
             if expected is None:
                 continue
             found.append(_distribution(values, role, kind, model, baseline, column, live, expected))
-    return sorted(found, key=lambda d: (d.model, d.role, d.column))
+    return sorted(found, key=lambda d: (d.model, d.baseline, d.role, d.column))
+
+
+def fleet_text(prometheus: str, window: str) -> str:
+    """The counts of a whole fleet over ``window``, from a Prometheus server's HTTP API, as
+    one scrape's text for `distributions`: live series ``increase``d and summed over every
+    replica and worker, baseline series taken once (``max``), as the recording rules do."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    keep = "model, baseline, feature, output, le, category"
+    lines = []
+    for name in (*_LIVE.values(), *_MISSING.values()):
+        for sample, query in (
+            (name, f"sum by ({keep}) (increase({name}[{window}]))"),
+            (_baseline_twin(name), f"max by ({keep}) ({_baseline_twin(name)})"),
+        ):
+            url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(
+                {"query": query}
+            )
+            with urllib.request.urlopen(url, timeout=30) as response:
+                answer = json.loads(response.read())
+            for series in answer["data"]["result"]:
+                labels = ",".join(
+                    f"{key}={json.dumps(value)}" for key, value in sorted(series["metric"].items())
+                )
+                lines.append(f"{sample}{{{labels}}} {series['value'][1]}")
+    return "\n".join(lines) + "\n"
 
 
 def _baseline_twin(sample_name: str) -> str:
@@ -109,15 +138,16 @@ def _distribution(values, role, kind, model, baseline, column, live, expected) -
         expected_counts,
         missing.get("", 0.0),
         None if expected_missing is None else expected_missing.get(""),
+        baseline or "",
     )
 
 
 def since(later: list[Distribution], earlier: list[Distribution]) -> list[Distribution]:
     """Live counts added between two scrapes (the baseline stays as it is)."""
-    before = {(d.model, d.role, d.column): d for d in earlier}
+    before = {(d.model, d.baseline, d.role, d.column): d for d in earlier}
     out = []
     for d in later:
-        old = before.get((d.model, d.role, d.column))
+        old = before.get((d.model, d.baseline, d.role, d.column))
         if old is None:
             out.append(d)
         else:
@@ -209,13 +239,13 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
     The distribution is judged on the values present (at least ``min_live``), the missing
     rate on every row, present or not: a column that stops arriving has no values to judge,
     and is the plainest drift there is."""
-    columns_per_model: dict[str, int] = defaultdict(int)
+    columns_per_model: dict[tuple[str, str], int] = defaultdict(int)
     for d in found:
-        columns_per_model[d.model] += 1
+        columns_per_model[d.model, d.baseline] += 1
     verdicts = []
     for d in found:
         n, m = float(d.live.sum()), float(d.expected.sum())
-        columns = columns_per_model[d.model]
+        columns = columns_per_model[d.model, d.baseline]
         reasons = []
         missing_change, missing_judged = None, False
         rows = n + d.live_missing
@@ -260,6 +290,7 @@ def as_record(verdict: Verdict) -> dict[str, object]:
 
     return {
         "model": d.model,
+        "baseline": d.baseline,
         "role": d.role,
         "column": d.column,
         "kind": d.kind,

@@ -255,9 +255,7 @@ class Listener:
             def log_message(self, format: str, *arguments: Any) -> None:
                 """Scrapes are not worth a log line each."""
 
-        server = make_server(
-            self.host, self.port, metrics_wsgi_app, ThreadingWSGIServer, QuietHandler
-        )
+        server = make_server(self.host, self.port, _listener_app, ThreadingWSGIServer, QuietHandler)
         if self.certfile:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.certfile, self.keyfile)
@@ -462,20 +460,39 @@ def register_collectors() -> None:
         REGISTRY.register(BaselineCollector())
 
 
-def metrics_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """A WSGI app serving `render` (GET and HEAD), e.g. for werkzeug's DispatcherMiddleware."""
+REPORT_PATH = "/drift"
+"""Where the drift report is served, next to the metrics (and on the metrics listener)."""
+
+
+def report(*_: object) -> tuple[bytes, list[tuple[str, str]]]:
+    """The drift report page of this server's counts since its workers started (what a scrape
+    of it shows), judged with the alert rules' defaults."""
+    from .drift import distributions, judge
+    from .report import page
+
+    text = render()[0].decode("utf-8")
+    verdicts = judge(distributions(text))
+    body = page(verdicts, source="this server", window="since the workers started")
+    return body.encode("utf-8"), [("Content-Type", "text/html; charset=utf-8")]
+
+
+Produce = Callable[[str | None, str | None, list[str] | None], tuple[bytes, list[tuple[str, str]]]]
+
+
+def _wsgi_app(produce: Produce, environ: dict[str, Any], start_response: Any) -> list[bytes]:
     method = environ.get("REQUEST_METHOD", "GET")
     if method not in ("GET", "HEAD"):
         start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
         return [b""]
     names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-    body, headers = render(environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"), names)
+    body, headers = produce(environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"), names)
     start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
     return [b"" if method == "HEAD" else body]
 
 
-async def metrics_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-    """An ASGI app serving `render`, on a worker thread so a slow scrape never blocks the loop."""
+async def _asgi_app(
+    produce: Produce, scope: MutableMapping[str, Any], receive: Any, send: Any
+) -> None:
     import anyio.to_thread
 
     if scope["method"] not in ("GET", "HEAD"):
@@ -490,7 +507,7 @@ async def metrics_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: 
     }
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     body, headers = await anyio.to_thread.run_sync(
-        render,
+        produce,
         request_headers.get("accept"),
         request_headers.get("accept-encoding"),
         query.get("name[]"),
@@ -499,3 +516,30 @@ async def metrics_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: 
     raw_headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def metrics_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app serving `render` (GET and HEAD), e.g. for werkzeug's DispatcherMiddleware."""
+    return _wsgi_app(render, environ, start_response)
+
+
+async def metrics_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app serving `render`, on a worker thread so a slow scrape never blocks the loop."""
+    await _asgi_app(render, scope, receive, send)
+
+
+def report_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app serving the drift `report`."""
+    return _wsgi_app(report, environ, start_response)
+
+
+async def report_asgi_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app serving the drift `report`, on a worker thread."""
+    await _asgi_app(report, scope, receive, send)
+
+
+def _listener_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The metrics listener's routes: the report at `REPORT_PATH`, metrics anywhere else."""
+    if environ.get("PATH_INFO") == REPORT_PATH:
+        return report_wsgi_app(environ, start_response)
+    return metrics_wsgi_app(environ, start_response)

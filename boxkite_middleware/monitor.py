@@ -130,6 +130,7 @@ class Options(TypedDict, total=False):
 
     model: str
     metrics_path: str | None
+    report_path: str | None
     paths: Iterable[str] | None
     exclude_paths: Iterable[str] | None
     max_body_bytes: int
@@ -186,6 +187,7 @@ class Monitor:
         rows: Location | None = None,
         outputs: Mapping[str, Location] | None = None,
         log_predictions: bool = False,
+        report_path: str | None = exposition.REPORT_PATH,
     ) -> None:
         if isinstance(baseline, (str, Path)):
             baseline = Baseline.load(baseline)
@@ -215,9 +217,10 @@ class Monitor:
             metrics_port, metrics_host, metrics_certfile, metrics_keyfile
         )
         if listener is not None:
-            metrics_path = None  # the app's own port no longer answers scrapes
+            metrics_path = report_path = None  # the app's own port no longer answers scrapes
             listener.serve()
         self.metrics_path = metrics_path
+        self.report_path = report_path
         self.paths = None if paths is None else Paths(paths)
         self.exclude_paths = Paths(exclude_paths or ())
         self.max_body_bytes = max_body_bytes
@@ -274,6 +277,9 @@ class Monitor:
 
     def is_metrics(self, method: str, path: str) -> bool:
         return path == self.metrics_path and method in ("GET", "HEAD")
+
+    def is_report(self, method: str, path: str) -> bool:
+        return path == self.report_path and method in ("GET", "HEAD")
 
     def exchange(
         self,

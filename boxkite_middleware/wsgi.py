@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .exposition import metrics_wsgi_app
+from .exposition import metrics_wsgi_app, report_wsgi_app
 from .monitor import Exchange, Options, content_length, header, logger, monitor_for
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class WSGIMiddleware:
         path = environ.get("PATH_INFO", "")
         if self.monitor.is_metrics(method, path):
             return metrics_wsgi_app(environ, start_response)
+        if self.monitor.is_report(method, path):
+            return report_wsgi_app(environ, start_response)
         if not self.monitor.workers_checked:
             self.monitor.check_workers(server_says_several=bool(environ.get("wsgi.multiprocess")))
         exchange = self.monitor.exchange(

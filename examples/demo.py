@@ -28,7 +28,9 @@ sys.path.insert(0, str(HERE))
 from wine import FEATURES, measurements, regions, rows  # noqa: E402
 
 from boxkite_middleware.drift import distributions, judge, since, table  # noqa: E402
+from boxkite_middleware.report import page  # noqa: E402
 
+REPORT = Path(os.environ.get("BOXKITE_DEMO_REPORT", "drift-report.html")).resolve()
 REQUESTS = 150
 BATCH = (1, 12)  # rows per request, uniformly
 
@@ -55,7 +57,12 @@ def main() -> int:
             "×1.8, a new region 'alentejo', pH missing in 1 of 6 rows"
         )
         _send(servers, drifted=True, seed=200)
-        _report("DRIFTED traffic", _scrape(servers), after_normal)
+        verdicts = _report("DRIFTED traffic", _scrape(servers), after_normal)
+        REPORT.write_text(
+            page(verdicts, source="the two example apps", window="the drifted phase"),
+            encoding="utf-8",
+        )
+        _step(f"the drift report page of the drifted phase: {REPORT}")
     finally:
         for name, (_, process) in servers.items():
             _step(f"stopping {name}")
@@ -160,7 +167,7 @@ def _scrape(servers: dict) -> list:
     return found
 
 
-def _report(title: str, now: list, earlier: list) -> None:
+def _report(title: str, now: list, earlier: list) -> list:
     window = since(now, earlier)
     verdicts = judge(window)
     drifted = sum(v.drifted is True for v in verdicts)
@@ -170,6 +177,7 @@ def _report(title: str, now: list, earlier: list) -> None:
     )
     print(table(verdicts))
     print()
+    return verdicts
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def test_gunicorn_master_serves_metrics_on_their_own_port(tmp_path):
             ["ss", "-ltnp", f"sport = :{metrics_port}"], capture_output=True, text=True
         ).stdout
         assert f"pid={server.process.pid}," in listener, listener  # the master holds it
+        with urllib.request.urlopen(f"{server.metrics_url}/drift", timeout=10) as page:
+            assert page.headers["Content-Type"].startswith("text/html")
+            assert "e2e (baseline " in page.read().decode()  # its header names the models
     finally:
         server.stop()
 

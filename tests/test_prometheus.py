@@ -18,7 +18,8 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from boxkite_middleware import Baseline
+from boxkite_middleware import Baseline, drift
+from boxkite_middleware.cli import main
 from boxkite_middleware.dashboard import dashboard, expressions
 from boxkite_middleware.rules import RuleOptions, rule_file, to_yaml
 
@@ -286,6 +287,26 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         assert {(s["metric"]["model"], s["metric"]["feature"]) for s in missing} == {
             ("drift", "grade")
         }
+
+        # The report of the whole fleet, from Prometheus, and of one replica, from its /metrics:
+        # the replicas got the same streams, so every statistic agrees (n is twice as large),
+        # up to increase() extrapolating each series from its own samples (~1 % here).
+        fleet = drift.judge(drift.distributions(drift.fleet_text(prometheus.url, WINDOW)))
+        with urllib.request.urlopen(f"{replicas[0].url}/metrics") as response:
+            one = drift.judge(drift.distributions(response.read().decode()))
+        by_column = {(v.distribution.model, v.distribution.column): v for v in one}
+        compared = 0
+        for verdict in fleet:
+            twin = by_column[verdict.distribution.model, verdict.distribution.column]
+            assert verdict.drifted == twin.drifted, verdict
+            assert verdict.missing_change == pytest.approx(twin.missing_change, abs=0.005)
+            if not np.isnan(verdict.value):
+                assert verdict.value == pytest.approx(twin.value, abs=0.005), verdict
+                compared += 1
+        assert compared >= 10
+        report = tmp_path / "fleet.html"
+        assert main(["report", prometheus.url, "--window", WINDOW, "-o", str(report)]) == 3
+        assert "DRIFT (missing)" in report.read_text()  # grade, which stopped arriving
 
         # Every query of the dashboard returns data here.
         document = dashboard(OPTIONS)
