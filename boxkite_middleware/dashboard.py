@@ -1,9 +1,13 @@
 """A Grafana dashboard over the recorded drift rules (see `rules`), as Grafana JSON.
 
-Variables: the Prometheus data source, ``model`` (from ``boxkite_baseline_info``), ``feature``
-(from the baseline's columns) and ``window`` (one per generated rule window). Panels: K-S and
-PSI per feature over time, prediction drift, missing-rate change, the selected feature's
-baseline vs live distribution, live sample sizes and request outcomes.
+Variables: the Prometheus data source, ``model`` (from ``boxkite_baseline_info``),
+``baseline`` (all by default: a rolling deploy shows both), ``feature`` (from the baseline's
+columns) and ``window`` (every window the rules were generated for, all shown: one row each).
+Each row: every feature's and output's statistic divided by its threshold, so one line at 1
+is every alert's threshold; the effect sizes themselves (K-S, PSI); the missing rate against
+its threshold; the selected feature's cumulative share per bucket edge and share per category,
+baseline and live side by side in edge order; live sample sizes. Firing drift alerts are
+annotations on every time series.
 """
 
 from __future__ import annotations
@@ -11,107 +15,204 @@ from __future__ import annotations
 from typing import Any
 
 from . import families
-from .rules import RuleOptions
+from .rules import COLUMNS, RuleOptions
 
 REQUESTS = families.sample(families.REQUESTS, "_total")
 BASELINE_INFO = families.BASELINE_INFO.name
 
-SELECTED = 'model="$model"'
-ONE = 'model="$model", feature="$feature"'
+SELECTED = 'model="$model", baseline=~"$baseline"'
+ONE = f'{SELECTED}, feature="$feature"'
+PROMETHEUS = {"type": "prometheus", "uid": "${datasource}"}
 
 
-def _target(expr: str, legend: str, instant: bool = False) -> dict[str, Any]:
-    target: dict[str, Any] = {
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "expr": expr,
-        "legendFormat": legend,
-    }
-    if instant:
-        target.update({"instant": True, "range": False, "format": "time_series"})
+def _target(expr: str, legend: str, table: bool = False) -> dict[str, Any]:
+    target: dict[str, Any] = {"datasource": PROMETHEUS, "expr": expr, "legendFormat": legend}
+    if table:
+        target.update({"instant": True, "range": False, "format": "table"})
     return target
 
 
 def _panel(
-    title: str, kind: str, targets: list, unit: str = "none", description: str = ""
+    title: str,
+    kind: str,
+    targets: list,
+    unit: str = "none",
+    description: str = "",
+    threshold: float | None = None,
 ) -> dict[str, Any]:
+    """A panel; ``threshold`` draws a red line there (the alerts' threshold, as 1)."""
     for letter, target in zip("ABCDEFG", targets):
         target["refId"] = letter
+    defaults: dict[str, Any] = {"unit": unit}
+    if threshold is not None:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "red", "value": threshold}],
+        }
+        defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
     return {
         "type": kind,
         "title": title,
         "description": description,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "datasource": PROMETHEUS,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
         "targets": targets,
     }
 
 
+def _ratio(role: str, statistic: str, window: str, legend: str) -> dict[str, Any]:
+    """A statistic divided by its threshold: above 1, the alert's condition holds."""
+    selector = f"{{{SELECTED}}}"
+    return _target(
+        f"boxkite:{role}_{statistic}:{window}{selector}"
+        f" / boxkite:{role}_{statistic}_threshold:{window}{selector}",
+        legend,
+    )
+
+
+def _side_by_side(title: str, baseline: str, live: str, key: str) -> dict[str, Any]:
+    """Baseline and live shares as paired bars, ordered by ``key`` (numerically for ``le``)."""
+    panel = _panel(
+        title,
+        "barchart",
+        [_target(baseline, "baseline", table=True), _target(live, "live", table=True)],
+        unit="percentunit",
+    )
+    transformations: list[dict[str, Any]] = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {name: True for name in ("Time", "model", "baseline", "feature")},
+                "renameByName": {"Value #A": "baseline", "Value #B": "live"},
+            },
+        },
+    ]
+    if key == "le":
+        transformations.append(
+            {
+                "id": "convertFieldType",
+                "options": {"conversions": [{"targetField": "le", "destinationType": "number"}]},
+            }
+        )
+    transformations.append({"id": "sortBy", "options": {"sort": [{"field": key}]}})
+    panel["transformations"] = transformations
+    panel["options"].update({"xField": key, "groupWidth": 0.8, "barWidth": 0.9})
+    return panel
+
+
 def _laid_out(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Time series two to a row, bar gauges full width below; ids in order."""
+    """A row, then time series two to a row and bar charts full width below; ids in order."""
     x = y = 0
     for number, panel in enumerate(found, 1):
-        width = 12 if panel["type"] == "timeseries" else 24
+        width = {"row": 24, "timeseries": 12}.get(panel["type"], 24)
+        height = 1 if panel["type"] == "row" else 8
         if x + width > 24:
             x, y = 0, y + 8
         panel["id"] = number
-        panel["gridPos"] = {"h": 8, "w": width, "x": x, "y": y}
+        panel["gridPos"] = {"h": height, "w": width, "x": x, "y": y}
         x += width
+        if panel["type"] == "row":
+            x, y = 0, y + 1
     return found
 
 
 def panels() -> list[dict[str, Any]]:
     window = "$window"
+    row = {
+        "type": "row",
+        "title": "Window $window",
+        "repeat": "window",
+        "collapsed": False,
+        "panels": [],
+    }
     return _laid_out(
         [
+            row,
             _panel(
-                "Feature drift: K-S statistic (numeric features)",
+                "Feature drift: statistic ÷ threshold (alerts above 1)",
                 "timeseries",
                 [
-                    _target(f"boxkite:feature_ks:{window}{{{SELECTED}}}", "{{feature}}"),
+                    _ratio("feature", "ks", window, "K-S {{feature}} ({{baseline}})"),
+                    _ratio("feature", "psi", window, "PSI {{feature}} ({{baseline}})"),
+                ],
+                description="Each column's K-S (numeric) or PSI (categorical) divided by its "
+                "sample-size-aware threshold, α split over the model's columns.",
+                threshold=1,
+            ),
+            _panel(
+                "Prediction drift: statistic ÷ threshold (alerts above 1)",
+                "timeseries",
+                [
+                    _ratio("inference", "ks", window, "K-S output {{output}} ({{baseline}})"),
+                    _ratio("inference", "psi", window, "PSI output {{output}} ({{baseline}})"),
+                ],
+                threshold=1,
+            ),
+            _panel(
+                "Effect size: K-S per numeric column",
+                "timeseries",
+                [
                     _target(
-                        f"boxkite:feature_ks_threshold:{window}{{{ONE}}}", "threshold $feature"
+                        f"boxkite:feature_ks:{window}{{{SELECTED}}}", "{{feature}} ({{baseline}})"
+                    ),
+                    _target(
+                        f"boxkite:inference_ks:{window}{{{SELECTED}}}",
+                        "output {{output}} ({{baseline}})",
                     ),
                 ],
                 description="Largest gap between live and baseline cumulative shares.",
             ),
             _panel(
-                "Feature drift: PSI (categorical features)",
+                "Effect size: PSI per categorical column",
                 "timeseries",
                 [
-                    _target(f"boxkite:feature_psi:{window}{{{SELECTED}}}", "{{feature}}"),
                     _target(
-                        f"boxkite:feature_psi_threshold:{window}{{{ONE}}}", "threshold $feature"
+                        f"boxkite:feature_psi:{window}{{{SELECTED}}}", "{{feature}} ({{baseline}})"
+                    ),
+                    _target(
+                        f"boxkite:inference_psi:{window}{{{SELECTED}}}",
+                        "output {{output}} ({{baseline}})",
                     ),
                 ],
             ),
             _panel(
-                "Prediction drift",
+                "Missing rate change ÷ threshold (alerts above 1; a vanished column is far above)",
                 "timeseries",
                 [
                     _target(
-                        f"boxkite:inference_ks:{window}{{{SELECTED}}}", "K-S output {{output}}"
+                        f"abs(boxkite:feature_missing_rate_change:{window}{{{SELECTED}}})"
+                        f" / boxkite:feature_missing_threshold:{window}{{{SELECTED}}}",
+                        "{{feature}} ({{baseline}})",
                     ),
                     _target(
-                        f"boxkite:inference_psi:{window}{{{SELECTED}}}", "PSI output {{output}}"
+                        f"abs(boxkite:inference_missing_rate_change:{window}{{{SELECTED}}})"
+                        f" / boxkite:inference_missing_threshold:{window}{{{SELECTED}}}",
+                        "output {{output}} ({{baseline}})",
                     ),
                 ],
+                threshold=1,
             ),
             _panel(
                 "Missing rate, live minus baseline",
                 "timeseries",
                 [
                     _target(
-                        f"boxkite:feature_missing_rate_change:{window}{{{SELECTED}}}", "{{feature}}"
+                        f"boxkite:feature_missing_rate_change:{window}{{{SELECTED}}}",
+                        "{{feature}} ({{baseline}})",
                     ),
                 ],
                 unit="percentunit",
             ),
             _panel(
-                "Live values per window",
+                "Live rows per window",
                 "timeseries",
                 [
-                    _target(f"boxkite:feature_live_count:{window}{{{SELECTED}}}", "{{feature}}"),
+                    _target(
+                        f"boxkite:feature_live_rows:{window}{{{SELECTED}}}",
+                        "{{feature}} ({{baseline}})",
+                    ),
                 ],
             ),
             _panel(
@@ -126,27 +227,17 @@ def panels() -> list[dict[str, Any]]:
                 ],
                 unit="reqps",
             ),
-            _panel(
-                "$feature: cumulative share by bucket edge, baseline vs live",
-                "bargauge",
-                [
-                    _target(f"boxkite:feature_baseline_cdf{{{ONE}}}", "baseline ≤ {{le}}", True),
-                    _target(f"boxkite:feature_live_cdf:{window}{{{ONE}}}", "live ≤ {{le}}", True),
-                ],
-                unit="percentunit",
+            _side_by_side(
+                "$feature: cumulative share at each bucket edge, baseline and live",
+                f'boxkite:feature_baseline_cdf{{{ONE}, le!="+Inf"}}',
+                f'boxkite:feature_live_cdf:{window}{{{ONE}, le!="+Inf"}}',
+                "le",
             ),
-            _panel(
-                "$feature: share by category, baseline vs live",
-                "bargauge",
-                [
-                    _target(
-                        f"boxkite:feature_baseline_share{{{ONE}}}", "baseline {{category}}", True
-                    ),
-                    _target(
-                        f"boxkite:feature_live_share:{window}{{{ONE}}}", "live {{category}}", True
-                    ),
-                ],
-                unit="percentunit",
+            _side_by_side(
+                "$feature: share by category, baseline and live",
+                f"boxkite:feature_baseline_share{{{ONE}}}",
+                f"boxkite:feature_live_share:{window}{{{ONE}}}",
+                "category",
             ),
         ]
     )
@@ -171,6 +262,14 @@ def dashboard(options: RuleOptions) -> dict[str, Any]:
                     "label": "Prometheus",
                 },
                 _query_variable("model", f"label_values({BASELINE_INFO}, model)"),
+                {
+                    **_query_variable(
+                        "baseline", f'label_values({COLUMNS}{{model="$model"}}, baseline)'
+                    ),
+                    "multi": True,
+                    "includeAll": True,
+                    "current": {"text": "All", "value": "$__all"},
+                },
                 _query_variable(
                     "feature",
                     'label_values(boxkite:feature_baseline_count{model="$model"}, feature)',
@@ -180,11 +279,25 @@ def dashboard(options: RuleOptions) -> dict[str, Any]:
                     "type": "custom",
                     "label": "window",
                     "query": ",".join(windows),
-                    "current": {"text": windows[0], "value": windows[0]},
-                    "options": [
-                        {"text": w, "value": w, "selected": w == windows[0]} for w in windows
-                    ],
+                    "multi": True,
+                    "current": {"text": windows, "value": windows},
+                    "options": [{"text": w, "value": w, "selected": True} for w in windows],
                 },
+            ]
+        },
+        "annotations": {
+            "list": [
+                {
+                    "name": "Drift alerts",
+                    "datasource": PROMETHEUS,
+                    "enable": True,
+                    "iconColor": "red",
+                    "expr": 'ALERTS{alertstate="firing", alertname=~"Boxkite.*", model="$model"}',
+                    "titleFormat": "{{alertname}}",
+                    "textFormat": "{{feature}}{{output}} ({{baseline}})",
+                    "useValueForTime": False,
+                    "step": "60s",
+                }
             ]
         },
         "panels": panels(),
@@ -205,9 +318,11 @@ def _query_variable(name: str, query: str) -> dict[str, Any]:
 
 
 def expressions(document: dict[str, Any]) -> list[str]:
-    """Every PromQL expression of a dashboard: its panels' targets and its variables."""
-    found = [target["expr"] for panel in document["panels"] for target in panel["targets"]]
+    """Every PromQL expression of a dashboard: its panels' targets, its variables and its
+    annotations."""
+    found = [target["expr"] for panel in document["panels"] for target in panel.get("targets", ())]
     for variable in document["templating"]["list"]:
         if variable["type"] == "query":
             found.append(variable["definition"])
+    found += [annotation["expr"] for annotation in document["annotations"]["list"]]
     return found

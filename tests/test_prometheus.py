@@ -316,6 +316,7 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
                 .replace("$window", WINDOW)
                 .replace("$__rate_interval", "1m")
                 .replace("$feature", feature)
+                .replace("$baseline", ".*")
                 for feature in ("x", "colour")
             ]
             if expr.startswith("label_values("):
