@@ -49,7 +49,8 @@ def check_without_directory(*, server_says_several: bool = False) -> None:
         if fellows is not None:
             workers = len(fellows)
         elif server_says_several or multiprocessing.parent_process() is not None:
-            workers = 2
+            _warn_once(SEVERAL_WORKERS, count="several")
+            return
     if workers is not None and workers > 1:
         _warn_once(SEVERAL_WORKERS, count=workers)
 

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import families
+
+if TYPE_CHECKING:
+    from .baseline import Baseline
 
 ROLES = families.COLUMN_LABEL
 _SAMPLES = {
@@ -305,8 +309,34 @@ def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
     return alerts
 
 
-def rule_file(options: RuleOptions) -> dict[str, Any]:
+def baseline_series(baseline: Baseline, model: str, labels: Mapping[str, str]) -> list[dict]:
+    """The baseline's families as constant recording rules, one per series, with the labels
+    the middleware would give them (``model``, ``baseline``, ``labels``): evaluated once per
+    Prometheus instead of scraped from every replica, so that replicas can run with
+    ``expose_baseline=False`` and a fleet stores one copy."""
+    from .fileformat import metrics
+
+    return [
+        {"record": sample.name, "expr": f"vector({sample.value!r})", "labels": dict(sample.labels)}
+        for metric in metrics(baseline, {"model": model, "baseline": baseline.identity, **labels})
+        for sample in metric.samples
+    ]
+
+
+def rule_file(
+    options: RuleOptions,
+    baselines: Sequence[tuple[Baseline, str, Mapping[str, str]]] = (),
+) -> dict[str, Any]:
+    """Every rule group; with ``baselines`` (baseline, model, labels), a first group of their
+    series as constants (two during a rolling deploy)."""
     groups = [
+        {
+            "name": f"boxkite-baseline-series-{model}-{baseline.identity}",
+            "rules": baseline_series(baseline, model, labels),
+        }
+        for baseline, model, labels in baselines
+    ]
+    groups += [
         {
             "name": "boxkite-baseline",
             "rules": [

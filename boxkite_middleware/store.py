@@ -248,7 +248,7 @@ def follow_uwsgi_forks() -> None:
     _following_uwsgi = True
     from uwsgidecorators import postfork
 
-    postfork(worker_started)
+    postfork(_start_quietly)
 
 
 _following_uwsgi = False
@@ -269,18 +269,25 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """Fresh locks (the parent's may never have been taken for this fork: uWSGI runs only the
-    child's hooks), then this worker's own files, if the parent records anything."""
+    """Fresh locks (the parent's may never have been taken for this fork: uWSGI with
+    ``--py-call-osafterfork`` runs only the child's hooks), then this worker's own files, if
+    the parent records anything."""
     global _store_lock
     _store_lock = threading.Lock()
     if _store is not None:
         _store.lock = threading.Lock()
-        try:
-            worker_started()
-        except Exception:
-            logging.getLogger("boxkite_middleware").debug(
-                "boxkite-middleware: could not start this worker's files", exc_info=True
-            )
+        _start_quietly()
+
+
+def _start_quietly() -> None:
+    """`worker_started` from a fork hook, which must never raise: a directory that cannot be
+    written is reported by the first request that tries, and counted around."""
+    try:
+        worker_started()
+    except Exception:
+        logging.getLogger("boxkite_middleware").debug(
+            "boxkite-middleware: could not start this worker's files", exc_info=True
+        )
 
 
 os.register_at_fork(

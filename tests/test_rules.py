@@ -334,9 +334,9 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
     assert _ks(live_x, base_x) > 0.05 and _psi(live_colour, base_colour) > 0.3
 
 
-def _promtool_test(tmp_path, scenario: Scenario, **cases) -> None:
+def _promtool_test(tmp_path, scenario: Scenario, baselines=(), **cases) -> None:
     """``promtool test rules`` of the generated rules on the scenario's series."""
-    (tmp_path / "rules.yml").write_text(to_yaml(rule_file(OPTIONS)))
+    (tmp_path / "rules.yml").write_text(to_yaml(rule_file(OPTIONS, baselines)))
     series = [
         {"series": selector, "values": " ".join(repr(float(v)) for v in values)}
         for selector, values in scenario.series
@@ -410,3 +410,42 @@ def test_missing_rate_alerts_know_the_sample_size(tmp_path):
             },
         ],
     )
+
+
+def test_the_baseline_in_the_rule_file_replaces_every_replicas_copy(tmp_path):
+    """Replicas that export no baseline (``expose_baseline=False``): the rule file carries it,
+    once, and the statistics are those of the baseline scraped from replicas."""
+    from boxkite_middleware import Baseline
+
+    rng = np.random.default_rng(3)
+    training = {"x": rng.normal(0, 1, 400).round(2), "colour": rng.choice(["a", "b"], 400)}
+    baseline = Baseline.from_data(training)
+    x = baseline.features["x"]
+    labels = {"model": "quiet", "baseline": baseline.identity}
+    scenario = Scenario()
+    per_minute = np.zeros((MINUTES, len(x.edges) + 1))
+    per_minute[:, : len(x.edges) // 2] = 1  # live values in the lower buckets only
+    live = sum(
+        scenario.histogram(
+            {**labels, "instance": instance, "feature": "x"},
+            [str(e) for e in x.edges],
+            per_minute,
+        )
+        for instance in ("r1", "r2")
+    )
+    expected = _ks(live, np.array(x.counts, dtype=float))
+    selector = _selector("boxkite:feature_ks:10m", {**labels, "feature": "x"})
+    tests = [
+        {
+            "expr": f"abs({selector} - {expected!r}) < bool 1e-9",
+            "eval_time": f"{MINUTES}m",
+            "exp_samples": [{"labels": _labels({**labels, "feature": "x"}), "value": 1}],
+        },
+        {
+            "expr": 'count(boxkite_feature_category_baseline_total{model="quiet"})',
+            "eval_time": f"{MINUTES}m",
+            "exp_samples": [{"labels": "{}", "value": 3}],  # a, b and __other__, once
+        },
+    ]
+    _promtool_test(tmp_path, scenario, baselines=[(baseline, "quiet", {})], promql_expr_test=tests)
+    assert expected > 0.3  # the scenario does drift
