@@ -110,6 +110,11 @@ def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
     minimum and maximum, so one outlier cannot squeeze every value into one bin. Every edge is
     then moved to the middle of the gap between two distinct training values, far enough from
     both that a float32 round trip of a value does not change its bucket.
+
+    Two more edges lie just outside the training range, half a resolution step below the
+    minimum and above the maximum: "below the training range" and "above it" are buckets of
+    their own, empty in the baseline, so a value the model never saw (a unit error, a new
+    sensor) shows as such instead of joining the outermost training bin.
     """
     if max_bins < 2:
         raise ValueError(f"max_bins must be at least 2, not {max_bins}")
@@ -138,7 +143,27 @@ def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
             inner = max_bins - 2
             start = min(max((q1 + q3) / 2 - inner * width / 2, low), high - inner * width)
             cuts = start + offset + width * np.arange(inner + 1)
-    return _between_values(cuts, distinct)
+    inside = _between_values(cuts, distinct)
+    return np.concatenate((_outside(low, -1, resolution), inside, _outside(high, 1, resolution)))
+
+
+def _outside(value: float, direction: int, resolution: float) -> np.ndarray:
+    """An edge just past ``value`` (the training minimum or maximum) in ``direction``, about
+    half a resolution step away and at least two float32 ulps; none where that overflows.
+
+    Below a minimum of 0 or more, never below 0 (and none below a minimum of 0): a histogram
+    whose first edge is negative cannot export ``_sum``, and non-negative data would lose it
+    for a bucket it can rarely need."""
+    with np.errstate(over="ignore"):
+        ulp32 = abs(float(np.spacing(np.float32(value))))
+        step = max(resolution if math.isfinite(resolution) else 0.0, 8 * ulp32)
+        far = value + direction * step
+    if direction < 0 and value >= 0:
+        far = max(far, 0.0)
+    if not (math.isfinite(step) and math.isfinite(far)) or abs(far - value) < 8 * ulp32:
+        return np.empty(0)
+    below, above = (far, value) if direction < 0 else (value, far)
+    return _shortest_inside(np.array([below]), np.array([above]))
 
 
 def _between_values(cuts: np.ndarray, distinct: np.ndarray) -> np.ndarray:

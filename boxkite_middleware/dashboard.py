@@ -4,10 +4,11 @@ Variables: the Prometheus data source, ``model`` (from ``boxkite_baseline_info``
 ``baseline`` (all by default: a rolling deploy shows both), ``feature`` (from the baseline's
 columns) and ``window`` (every window the rules were generated for, all shown: one row each).
 Each row: every feature's and output's statistic divided by its threshold, so one line at 1
-is every alert's threshold; the effect sizes themselves (K-S, PSI); the missing rate against
-its threshold; the selected feature's cumulative share per bucket edge and share per category,
-baseline and live side by side in edge order; live sample sizes. Firing drift alerts are
-annotations on every time series.
+is every alert's threshold; the effect sizes themselves (K-S, PSI); the share of values
+outside the training range and the missing rate, each against its threshold; the selected
+feature's cumulative share per bucket edge and share per category, baseline and live side by
+side in edge order; live sample sizes. Firing drift alerts are annotations on every time
+series.
 """
 
 from __future__ import annotations
@@ -71,6 +72,32 @@ def _ratio(role: str, statistic: str, window: str, legend: str) -> dict[str, Any
     )
 
 
+FEATURE, OUTPUT = "{{feature}} ({{baseline}})", "output {{output}} ({{baseline}})"
+RATIOS = (
+    ("Feature drift", (("feature", "ks", f"K-S {FEATURE}"), ("feature", "psi", f"PSI {FEATURE}"))),
+    (
+        "Prediction drift",
+        (("inference", "ks", f"K-S {OUTPUT}"), ("inference", "psi", f"PSI {OUTPUT}")),
+    ),
+    (
+        "Outside the training range (a unit error, a new sensor)",
+        (("feature", "out_of_range", FEATURE), ("inference", "out_of_range", OUTPUT)),
+    ),
+)
+"""The statistics drawn divided by their thresholds: (title, ((role, statistic, legend), …))."""
+
+
+def _against_threshold(title: str, targets: list, description: str = "") -> dict[str, Any]:
+    """Statistics divided by their thresholds, with the alerts' line at 1."""
+    return _panel(
+        f"{title}: ÷ threshold (alerts above 1)",
+        "timeseries",
+        targets,
+        description=description,
+        threshold=1,
+    )
+
+
 def _side_by_side(title: str, baseline: str, live: str, key: str) -> dict[str, Any]:
     """Baseline and live shares as paired bars, ordered by ``key`` (numerically for ``le``)."""
     panel = _panel(
@@ -130,25 +157,11 @@ def panels() -> list[dict[str, Any]]:
     return _laid_out(
         [
             row,
-            _panel(
-                "Feature drift: statistic ÷ threshold (alerts above 1)",
-                "timeseries",
-                [
-                    _ratio("feature", "ks", window, "K-S {{feature}} ({{baseline}})"),
-                    _ratio("feature", "psi", window, "PSI {{feature}} ({{baseline}})"),
-                ],
-                description="Each column's K-S (numeric) or PSI (categorical) divided by its "
-                "sample-size-aware threshold, α split over the model's columns.",
-                threshold=1,
-            ),
-            _panel(
-                "Prediction drift: statistic ÷ threshold (alerts above 1)",
-                "timeseries",
-                [
-                    _ratio("inference", "ks", window, "K-S output {{output}} ({{baseline}})"),
-                    _ratio("inference", "psi", window, "PSI output {{output}} ({{baseline}})"),
-                ],
-                threshold=1,
+            *(
+                _against_threshold(
+                    title, [_ratio(role, what, window, legend) for role, what, legend in ratios]
+                )
+                for title, ratios in RATIOS
             ),
             _panel(
                 "Effect size: K-S per numeric column",
@@ -177,9 +190,8 @@ def panels() -> list[dict[str, Any]]:
                     ),
                 ],
             ),
-            _panel(
-                "Missing rate change ÷ threshold (alerts above 1; a vanished column is far above)",
-                "timeseries",
+            _against_threshold(
+                "Missing rate change (a vanished column is far above)",
                 [
                     _target(
                         f"abs(boxkite:feature_missing_rate_change:{window}{{{SELECTED}}})"
@@ -192,7 +204,17 @@ def panels() -> list[dict[str, Any]]:
                         "output {{output}} ({{baseline}})",
                     ),
                 ],
-                threshold=1,
+            ),
+            _panel(
+                "Outside the training range: share of live values",
+                "timeseries",
+                [
+                    _target(
+                        f"boxkite:feature_out_of_range:{window}{{{SELECTED}}}",
+                        "{{feature}} ({{baseline}})",
+                    ),
+                ],
+                unit="percentunit",
             ),
             _panel(
                 "Missing rate, live minus baseline",

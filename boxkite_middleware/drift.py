@@ -196,6 +196,28 @@ def psi_threshold(
     return max(options.psi_floor, quantile * (1 / n + 1 / m))
 
 
+def out_of_range_share(d: Distribution) -> float:
+    """The share of live values in the buckets below the first and above the last training
+    value: those whose baseline count is 0 at either end."""
+    cumulative = np.cumsum(d.expected)
+    below = cumulative == 0
+    full = np.flatnonzero((cumulative >= cumulative[-1]) & (np.array(d.keys) != "+Inf"))
+    above = np.zeros(len(d.keys), dtype=bool)
+    if full.size:
+        above[full[0] + 1 :] = True
+    return float(d.live[below | above].sum() / d.live.sum())
+
+
+def out_of_range_threshold(
+    n: float, m: float, columns: int, options: RuleOptions = DEFAULTS
+) -> float:
+    """Each new value lands outside the range of m training values with probability 2/(m+1);
+    the share chance allows is ``p0 + z(α/F)·sqrt(p0(1−p0)/n)`` (one-sided)."""
+    p0 = 2 / (m + 1)
+    z = NormalDist().inv_cdf(1 - options.alpha / columns)
+    return p0 + z * math.sqrt(p0 * (1 - p0) / n)
+
+
 def missing_threshold(
     missing: float,
     rows: float,
@@ -229,7 +251,8 @@ class Verdict:
     threshold: float
     missing_change: float | None
     drifted: bool | None  # None: too few live values to say
-    reasons: tuple[str, ...]  # "distribution", "missing"
+    reasons: tuple[str, ...]  # "distribution", "out of range", "missing"
+    out_of_range: float | None = None  # share of live values outside the training range
 
 
 def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Verdict]:
@@ -260,10 +283,14 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
                 if abs(missing_change) > limit:
                     reasons.append("missing")
         value = threshold = math.nan
+        outside = None
         if n >= options.min_live and m > 0:
             if d.kind == "numeric":
                 value = ks_statistic(d.live, d.expected)
                 threshold = ks_threshold(n, m, columns, options)
+                outside = out_of_range_share(d)
+                if outside > out_of_range_threshold(n, m, columns, options):
+                    reasons.insert(0, "out of range")
             else:
                 value = psi(d.live, d.expected, options.smoothing)
                 threshold = psi_threshold(len(d.keys), n, m, columns, options)
@@ -272,7 +299,7 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
         judged = missing_judged or not math.isnan(value)
         drifted = bool(reasons) if judged else None
         verdicts.append(
-            Verdict(d, _name(d), value, threshold, missing_change, drifted, tuple(reasons))
+            Verdict(d, _name(d), value, threshold, missing_change, drifted, tuple(reasons), outside)
         )
     return verdicts
 
@@ -300,6 +327,7 @@ def as_record(verdict: Verdict) -> dict[str, object]:
         "statistic": verdict.statistic,
         "value": number(verdict.value),
         "threshold": number(verdict.threshold),
+        "out_of_range": number(verdict.out_of_range),
         "drifted": verdict.drifted,
         "reasons": list(verdict.reasons),
     }

@@ -85,6 +85,8 @@ def _panel(verdict: Verdict, with_model: bool) -> str:
         f"missing: baseline {_share(d.expected_missing or 0.0, base_rows)}, "
         f"live {_share(d.live_missing, live_rows)}"
     )
+    if verdict.out_of_range is not None:
+        missing += f" · outside the training range: live {verdict.out_of_range:.1%}"
     labels, baseline, live = _bars(verdict)
     css = "panel drift" if verdict.drifted else "panel"
     return (
@@ -104,6 +106,10 @@ def _bars(verdict: Verdict) -> tuple[list[str], np.ndarray, np.ndarray]:
         edges = list(d.keys)
         middle = [f"{lower}–{upper}" for lower, upper in itertools.pairwise(edges[:-1])]
         labels = [f"≤ {edges[0]}", *middle, f"> {edges[-2]}"] if len(edges) > 1 else ["all"]
+        if len(edges) > 2 and d.expected[0] == 0:  # the buckets outside the training range
+            labels[0] = "below range"
+        if len(edges) > 2 and d.expected[-1] == 0:
+            labels[-1] = "above range"
         order = list(range(len(edges)))
     else:
         order = sorted(
@@ -125,7 +131,11 @@ def _chart(labels: list[str], baseline: np.ndarray, live: np.ndarray, title: str
     plot = HEIGHT - 2 * MARGIN
     shapes = []
     every = max(1, math.ceil(len(labels) / 8))  # at most ~8 labels under the axis
-    always = {i for i, label in enumerate(labels) if label in ("missing", OTHER)}
+    always = {
+        i
+        for i, label in enumerate(labels)
+        if label in ("missing", OTHER, "below range", "above range")
+    }
     named = always | {
         i for i in range(0, len(labels), every) if not any(0 < j - i < every for j in always)
     }

@@ -191,6 +191,19 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
             rule("missing_threshold", window),
             _missing_threshold(missing_live, rows, missing_base, base_rows, by, keep, options),
         ),
+        # the share of live values outside the training range: in the buckets below the
+        # first and above the last training value (empty in the baseline)
+        (
+            rule("out_of_range", window),
+            f"(max by ({by}) ({live_cdf} and on ({by}, le) ({base_cdf} == 0))"
+            f" or on ({by}) ({n} > 0) * 0)"
+            f" + on ({by}) (1 - min by ({by}) ({live_cdf} and on ({by}, le)"
+            f' ({base_cdf}{{le!="+Inf"}} >= 1)) or on ({by}) ({n} > 0) * 0)',
+        ),
+        (
+            rule("out_of_range_threshold", window),
+            _out_of_range_threshold(sample, m, keep, options),
+        ),
         # thresholds that know the sample size
         (rule("ks_threshold", window), _ks_threshold(sample, m, columns, keep, options)),
         (rule("psi_threshold", window), _psi_threshold(sample, m, k, columns, keep, options)),
@@ -251,6 +264,15 @@ def _missing_threshold(
     return f"clamp_min({z} * on ({keep}) group_right () {spread}, {options.missing_floor!r})"
 
 
+def _out_of_range_threshold(n: str, m: str, keep: str, options: RuleOptions) -> str:
+    """The share of values outside the range of m training values that chance allows: each
+    new value lands outside with probability 2/(m+1), so the share is p0 + z(α/F)·sqrt(p0(1−p0)/n)
+    at most (one-sided)."""
+    p0 = f"(2 / ({m} + 1))"
+    z = _normal_quantile(f"{options.alpha!r} / {COLUMNS}")
+    return f"{p0} + {z} * on ({keep}) group_right () sqrt({p0} * (1 - {p0}) / {n})"
+
+
 def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:
     """χ²(k−1, 1−α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
     z = _normal_quantile(f"{options.alpha!r} / {columns}")
@@ -286,6 +308,21 @@ def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
                     f"{{{{ $labels.{column} }}}}",
                     "description": f'K-S or PSI over {window} is {{{{ $value | printf "%.3f" }}}}'
                     ", above its sample-size-aware threshold.",
+                },
+            }
+        )
+        alerts.append(
+            {
+                "alert": f"Boxkite{what}OutOfRange",
+                "expr": f"{name('out_of_range')} > on ({by}) {name('out_of_range_threshold')}"
+                f" {enough}",
+                "for": options.duration,
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"Values outside the training range: {{{{ $labels.model }}}} "
+                    f"{column} {{{{ $labels.{column} }}}}",
+                    "description": f"{{{{ $value | humanizePercentage }}}} of the values over "
+                    f"{window} lie outside the range the model was trained on.",
                 },
             }
         )

@@ -34,12 +34,19 @@ def test_edges_strictly_increasing_finite_and_between_distinct_values(values, ma
         return
     assert np.all(np.isfinite(edges))
     assert np.all(np.diff(edges) > 0)
-    assert 1 <= edges.size <= max_bins - 1
+    assert 1 <= edges.size <= max_bins + 1  # the inner edges, and two around the range
     assert not np.isin(edges, ordered).any(), "an edge lies on a training value"
     counts = binning.sorted_bucket_counts(ordered, edges)
     assert counts.sum() == values.size
-    # Every bucket between two edges holds at least one distinct training value.
+    # Every bucket between two edges holds at least one distinct training value...
     assert np.all(counts[1:-1] > 0)
+    # ...but those below and above the training range, which hold none (none below a
+    # minimum of 0: non-negative data keeps its first edge at 0 or more, and its _sum).
+    assert counts[-1] == 0 and edges[-1] > ordered[-1]
+    if ordered[0] < 0:
+        assert counts[0] == 0 and edges[0] < ordered[0]
+    else:  # a range edge only where it stays at 0 or more: non-negative data keeps its _sum
+        assert edges[0] >= 0
 
 
 @given(columns, st.integers(2, 60))
@@ -93,7 +100,7 @@ def test_grid_data_does_not_leave_every_other_bin_empty():
     assert np.all(inner > 0)
     # Bins hold whole grid steps where the data is dense; only in the sparse tails can an edge
     # sit in the middle of a gap wider than one step.
-    widths = np.diff(edges) / 0.1
+    widths = np.diff(edges[1:-1]) / 0.1  # the bins inside the training range
     whole = np.isclose(widths, np.round(widths), atol=1e-6)
     assert whole.mean() > 0.9
     assert whole[np.argmax(counts[1:-1]) - 2 : np.argmax(counts[1:-1]) + 2].all()
@@ -106,7 +113,7 @@ def test_one_outlier_does_not_squeeze_everything_into_one_bin():
     edges = binning.continuous_edges(ordered, 50)
     counts = binning.sorted_bucket_counts(ordered, edges)
     assert counts.max() < 0.1 * values.size
-    assert edges.size == 49
+    assert edges.size == 49 + 2  # and the two around the training range
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_cli_drift_flags_only_what_moved(tmp_path, capsys):
         for line in capsys.readouterr().out.splitlines()
         if line.startswith(model)
     }
-    assert "DRIFT (distribution)" in lines["x"]
+    assert "DRIFT (distribution, out of range)" in lines["x"]  # +3 is past the maximum too
     for name in ("size", "colour", "grade"):
         assert lines[name].rstrip().endswith("ok"), lines[name]
 
@@ -173,3 +173,20 @@ def test_a_column_that_stops_arriving_drifts_on_its_missing_rate():
     assert verdicts["size"].missing_change == 1.0
     for name in ("x", "colour", "grade"):  # colour: 1 in 17 missing in training and live
         assert verdicts[name].drifted is False, name
+
+
+def test_a_unit_error_shows_as_values_outside_the_training_range():
+    """3 % of sizes multiplied by ten: above anything the baseline saw, which the K-S
+    distance (about 0.02) is too blunt to see at n = 600."""
+    features, labels = mixed_data(600, seed=10)
+    features["size"] = [v * 10 if i % 33 == 0 else v for i, v in enumerate(features["size"])]
+    model, text = _scrape(features, labels)
+    verdicts = {
+        v.distribution.column: v
+        for v in drift.judge(drift.distributions(text))
+        if v.distribution.model == model and v.distribution.role == "feature"
+    }
+    size = verdicts["size"]
+    assert size.reasons == ("out of range",) and size.value < size.threshold
+    assert 0.005 < size.out_of_range <= 19 / 600
+    assert verdicts["x"].out_of_range == 0 and verdicts["x"].drifted is False

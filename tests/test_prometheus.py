@@ -287,6 +287,29 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         assert {(s["metric"]["model"], s["metric"]["feature"]) for s in missing} == {
             ("drift", "grade")
         }
+        # x moved by +2.5 past the training maximum: values outside the training range alert,
+        # at the share Python computes from the same buckets; the training replay has none.
+        outside = prometheus.query('ALERTS{alertname="BoxkiteFeatureOutOfRange"}')
+        assert ("drift", "x") in {(s["metric"]["model"], s["metric"]["feature"]) for s in outside}
+        assert not [s for s in outside if s["metric"]["model"] == "replay"]
+        x = baseline.features["x"]
+        expected_share = drift.out_of_range_share(
+            drift.Distribution(
+                "drift",
+                "feature",
+                "x",
+                "numeric",
+                (*map(str, x.edges), "+Inf"),
+                _binned(drifted["x"], x.edges),
+                np.array(x.counts, dtype=float),
+                0.0,
+                0.0,
+            )
+        )
+        got = prometheus.value(
+            f'boxkite:feature_out_of_range:{WINDOW}{{model="drift", feature="x"}}'
+        )
+        assert got == pytest.approx(expected_share, abs=1e-9) and expected_share > 0.01
 
         # The report of the whole fleet, from Prometheus, and of one replica, from its /metrics:
         # the replicas got the same streams, so every statistic agrees (n is twice as large),
@@ -300,6 +323,8 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             twin = by_column[verdict.distribution.model, verdict.distribution.column]
             assert verdict.drifted == twin.drifted, verdict
             assert verdict.missing_change == pytest.approx(twin.missing_change, abs=0.005)
+            if verdict.out_of_range is not None:
+                assert verdict.out_of_range == pytest.approx(twin.out_of_range, abs=0.005)
             if not np.isnan(verdict.value):
                 assert verdict.value == pytest.approx(twin.value, abs=0.005), verdict
                 compared += 1

@@ -449,3 +449,52 @@ def test_the_baseline_in_the_rule_file_replaces_every_replicas_copy(tmp_path):
     ]
     _promtool_test(tmp_path, scenario, baselines=[(baseline, "quiet", {})], promql_expr_test=tests)
     assert expected > 0.3  # the scenario does drift
+
+
+def test_values_outside_the_training_range_alert(tmp_path):
+    """A unit error: 3 % of values far above the training maximum, in the +Inf bucket that
+    the baseline left empty. The share is recorded and alerts; unchanged traffic does not."""
+    scenario = Scenario()
+    baseline = np.array([0.0, 300.0, 700.0, 0.0])  # below range, two bins, above range
+    for feature, per_minute in (
+        ("unit_error", np.tile([0, 29, 68, 3], (MINUTES, 1))),  # 3 of 100 a minute above
+        ("unchanged", np.tile([0, 30, 70, 0], (MINUTES, 1))),
+    ):
+        labels = {"model": "u", "baseline": "b", "feature": feature}
+        scenario.histogram(labels, ["1.0", "2.0", "3.0"], per_minute, baseline=baseline)
+    share = _selector("boxkite:feature_out_of_range:10m", {"model": "u", "feature": "unit_error"})
+    alert = {"alertname": "BoxkiteFeatureOutOfRange", "severity": "warning"}
+    _promtool_test(
+        tmp_path,
+        scenario,
+        promql_expr_test=[
+            {
+                "expr": f"abs({share} - 0.03) < bool 1e-9",
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [
+                    {"labels": '{baseline="b", feature="unit_error", model="u"}', "value": 1}
+                ],
+            }
+        ],
+        alert_rule_test=[
+            {
+                "eval_time": f"{MINUTES}m",
+                "alertname": "BoxkiteFeatureOutOfRange",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            **alert,
+                            "model": "u",
+                            "baseline": "b",
+                            "feature": "unit_error",
+                        },
+                        "exp_annotations": {
+                            "summary": "Values outside the training range: u feature unit_error",
+                            "description": "3% of the values over 10m lie outside the range "
+                            "the model was trained on.",
+                        },
+                    }
+                ],
+            }
+        ],
+    )
