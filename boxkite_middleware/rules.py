@@ -265,12 +265,13 @@ def _missing_threshold(
 
 
 def _out_of_range_threshold(n: str, m: str, keep: str, options: RuleOptions) -> str:
-    """The share of values outside the range of m training values that chance allows: each
-    new value lands outside with probability 2/(m+1), so the share is p0 + z(α/F)·sqrt(p0(1−p0)/n)
-    at most (one-sided)."""
-    p0 = f"(2 / ({m} + 1))"
-    z = _normal_quantile(f"{options.alpha!r} / {COLUMNS}")
-    return f"{p0} + {z} * on ({keep}) group_right () sqrt({p0} * (1 - {p0}) / {n})"
+    """The share of n values outside the range of m training values that chance allows:
+    ``ln(a/(k0+1))/ln(r)/n`` with ``r = n/(n+m)``, ``k0 = ln(a)/ln(r)``, ``a = α/F`` (see
+    `drift.out_of_range_threshold` for why)."""
+    a = f"({options.alpha!r} / {COLUMNS})"
+    log_r = f"ln({n} / ({n} + {m}))"
+    first = f"(ln({a}) / on ({keep}) group_right () {log_r})"
+    return f"ln({a} / on ({keep}) group_right () ({first} + 1)) / {log_r} / {n}"
 
 
 def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:

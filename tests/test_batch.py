@@ -63,6 +63,18 @@ def test_a_nightly_job_pushes_and_the_drift_rules_judge_it(tmp_path):
         live = f'boxkite:feature_live_count:{WINDOW}{{{model}, feature="alcohol"}}'
         prometheus.wait(lambda: prometheus.query(live), "pushed counts in the rules", 60)
         prometheus.wait(lambda: prometheus.value(live) > 2500, "the job's rows counted", 30)
+        # The statistics come from two rule groups evaluated apart (the baseline's and the
+        # window's): wait until one evaluation has them all, then read that one.
+        checked = ("alcohol", "residual sugar", "pH", "citric acid")
+        prometheus.wait(
+            lambda: all(
+                prometheus.query(f'boxkite:feature_{what}:{WINDOW}{{{model}, feature="{name}"}}')
+                for name in checked
+                for what in ("ks", "ks_threshold")
+            ),
+            "the statistics of the pushed counts",
+            30,
+        )
         prometheus.at = time.time()  # every check below reads one evaluation
 
         def drifted(feature: str) -> bool:

@@ -462,7 +462,13 @@ def test_values_outside_the_training_range_alert(tmp_path):
     ):
         labels = {"model": "u", "baseline": "b", "feature": feature}
         scenario.histogram(labels, ["1.0", "2.0", "3.0"], per_minute, baseline=baseline)
-    share = _selector("boxkite:feature_out_of_range:10m", {"model": "u", "feature": "unit_error"})
+    from boxkite_middleware.drift import out_of_range_threshold
+
+    unit_error = {"model": "u", "baseline": "b", "feature": "unit_error"}
+    share = _selector("boxkite:feature_out_of_range:10m", unit_error)
+    threshold = _selector("boxkite:feature_out_of_range_threshold:10m", unit_error)
+    limit = out_of_range_threshold(1000, 1000, columns=2)
+    assert limit < 0.03  # the scenario is past it
     alert = {"alertname": "BoxkiteFeatureOutOfRange", "severity": "warning"}
     _promtool_test(
         tmp_path,
@@ -471,10 +477,13 @@ def test_values_outside_the_training_range_alert(tmp_path):
             {
                 "expr": f"abs({share} - 0.03) < bool 1e-9",
                 "eval_time": f"{MINUTES}m",
-                "exp_samples": [
-                    {"labels": '{baseline="b", feature="unit_error", model="u"}', "value": 1}
-                ],
-            }
+                "exp_samples": [{"labels": _labels(unit_error), "value": 1}],
+            },
+            {  # the same threshold as the CLI's, within the normal quantile's approximation
+                "expr": f"abs({threshold} / {limit!r} - 1) < bool 0.01",
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": _labels(unit_error), "value": 1}],
+            },
         ],
         alert_rule_test=[
             {
