@@ -123,10 +123,15 @@ def _bars(verdict: Verdict) -> tuple[list[str], np.ndarray, np.ndarray]:
     return [*labels, "missing"], baseline, live
 
 
+MISSING_GAP = 3
+"""Empty slots between the last bucket and the missing share, which is no bucket."""
+
+
 def _chart(labels: list[str], baseline: np.ndarray, live: np.ndarray, title: str) -> str:
-    """Paired bars, baseline then live, scaled to the tallest share."""
+    """Paired bars, baseline then live, scaled to the tallest share; the missing share (the
+    last) set apart."""
     top = max(float(baseline.max(initial=0)), float(live.max(initial=0)), 1e-9)
-    slot = (WIDTH - 2 * MARGIN) / len(labels)
+    slot = (WIDTH - 2 * MARGIN) / (len(labels) + MISSING_GAP)
     bar = max(slot * 0.38, 1.0)
     plot = HEIGHT - 2 * MARGIN
     shapes = []
@@ -140,7 +145,7 @@ def _chart(labels: list[str], baseline: np.ndarray, live: np.ndarray, title: str
         i for i in range(0, len(labels), every) if not any(0 < j - i < every for j in always)
     }
     for i, label in enumerate(labels):
-        x = MARGIN + i * slot
+        x = MARGIN + (i + (MISSING_GAP if i == len(labels) - 1 else 0)) * slot
         for offset, share, colour, kind in (
             (0.0, baseline[i], BASELINE_COLOUR, "baseline"),
             (bar, live[i], LIVE_COLOUR, "live"),
