@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class Histogram:
     missing: int | None  # None: unknown (legacy boxkite files counted NaN into +Inf)
     # Sum of the finite values, for the histogram's _sum (only kept when it may be exported).
     total: float = field(default=0.0, compare=False)
+    # Standard deviation of the finite values; None in files written before version 0.1.0.
+    stddev: float | None = field(default=None, compare=False)
 
     kind = "numeric"
 
@@ -36,6 +39,22 @@ class Histogram:
     def has_sum(self) -> bool:
         """OpenMetrics forbids ``_sum`` on histograms with negative buckets."""
         return self.edges[0] >= 0
+
+    @property
+    def scale(self) -> float:
+        """The unit of the Wasserstein distance: the training values' standard deviation, or
+        for older files one estimated from the buckets (each value at its bucket's middle,
+        the outer buckets' at their one edge)."""
+        if self.stddev is not None:
+            return self.stddev
+        edges = np.array(self.edges)
+        counts = np.array(self.counts, dtype=np.float64)
+        if counts.sum() == 0:
+            return 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            middles = np.concatenate(([edges[0]], edges[1:] / 2 + edges[:-1] / 2, [edges[-1]]))
+            mean = np.average(middles, weights=counts)
+            return float(np.sqrt(np.average((middles - mean) ** 2, weights=counts)))
 
 
 @dataclass(frozen=True)
@@ -324,9 +343,7 @@ class _ColumnBuilder:
             ordered = np.sort(present)
             counts = binning.sorted_bucket_counts(ordered, fixed)
             finite = ordered[np.isfinite(ordered)]
-            return Histogram(
-                tuple(fixed.tolist()), tuple(counts.tolist()), missing, _finite_sum(finite)
-            )
+            return _histogram(fixed, counts, missing, finite)
         if name not in self.continuous and binning.is_discrete(present, self.max_categories):
             distinct, counts = np.unique(present, return_counts=True)
             categories = map(binning.canonical_category, distinct)
@@ -340,9 +357,7 @@ class _ColumnBuilder:
             raise ValueError(f"column {name!r} has no finite values to place bins by")
         edges = binning.continuous_edges(finite, self.max_bins)
         counts = binning.sorted_bucket_counts(ordered, edges)
-        return Histogram(
-            tuple(edges.tolist()), tuple(counts.tolist()), missing, _finite_sum(finite)
-        )
+        return _histogram(edges, counts, missing, finite)
 
     def _categories(self, name: str, values: np.ndarray) -> Categories:
         counts, missing = binning.category_counts(values.tolist())
@@ -390,6 +405,14 @@ def _sample_rows(length: int, max_samples: int | None, seed: int) -> np.ndarray 
     return np.sort(rng.choice(length, size=max_samples, replace=False, shuffle=False))
 
 
-def _finite_sum(values: np.ndarray) -> float:
-    with np.errstate(over="ignore"):
-        return float(np.sum(values))
+def _histogram(edges: np.ndarray, counts: np.ndarray, missing: int, finite: np.ndarray):
+    """A `Histogram` with the sum and standard deviation of its finite values."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total, stddev = float(np.sum(finite)), float(np.std(finite)) if finite.size else 0.0
+    return Histogram(
+        tuple(edges.tolist()),
+        tuple(counts.tolist()),
+        missing,
+        total,
+        stddev if math.isfinite(stddev) else None,
+    )

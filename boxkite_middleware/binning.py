@@ -104,12 +104,14 @@ def is_discrete(values: np.ndarray, max_categories: int) -> bool:
 def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
     """Finite bucket edges (``le`` values) for sorted finite training values.
 
-    Freedman–Diaconis width, rounded to a multiple of the data's resolution so that data on a
-    grid does not leave every other bin empty. When the rule asks for more than ``max_bins``
-    bins, the fine grid covers the inter-quartile region and two outer bins reach out to the
-    minimum and maximum, so one outlier cannot squeeze every value into one bin. Every edge is
-    then moved to the middle of the gap between two distinct training values, far enough from
-    both that a float32 round trip of a value does not change its bucket.
+    Equal-mass bins: an edge after every ``1/max_bins`` quantile, so the bins are finest where
+    the values are. A drift test on bucket counts can only see a change at an edge, and equal
+    widths (Freedman–Diaconis, before) put most of a skewed column into a few bins: on the
+    Wine Quality data, a 0.1 SD shift of alcohol was caught in 46 % of 1,000-row windows with
+    those, 96 % with these, 98 % by K-S on the raw values (BENCHMARKS.md). Tied values share
+    an edge, so data on a coarse grid gets fewer bins. Every edge lies in the middle of the
+    gap between two distinct training values, far enough from both that a float32 round trip
+    of a value does not change its bucket; one outlier moves one edge, not all of them.
 
     Two more edges lie just outside the training range, half a resolution step below the
     minimum and above the maximum: "below the training range" and "above it" are buckets of
@@ -123,27 +125,16 @@ def continuous_edges(ordered: np.ndarray, max_bins: int) -> np.ndarray:
         only = float(distinct[0])
         half = max(abs(only), 1.0) * 2.0**-10
         return np.array([only - half, only + half])
-    low, high = float(distinct[0]), float(distinct[-1])
     n = ordered.size
-    q1, q3 = float(ordered[(n - 1) // 4]), float(ordered[(3 * (n - 1)) // 4])
+    # The last value of each quantile bin; its edge goes in the gap just above it.
+    quantiles = ordered[(np.arange(1, max_bins) * n + max_bins - 1) // max_bins - 1]
     # The typical gap between neighbouring distinct values, from at most ~10,000 evenly spaced
-    # pairs: exact enough to find a recording grid, and cheap on a million distinct values.
+    # pairs: how far outside the training range its two edges go.
     pairs = np.arange(0, distinct.size - 1, max(1, distinct.size // 10_000))
-    resolution = float(np.median(distinct[pairs + 1] - distinct[pairs]))
     with np.errstate(over="ignore"):
-        width = 2.0 * (q3 - q1) / np.cbrt(n) if q3 > q1 else high / max_bins - low / max_bins
-        steps = width / resolution if resolution > 0 else math.inf
-        if math.isfinite(steps):
-            width = max(1.0, round(steps)) * resolution
-        offset = min(resolution, width) / 2
-        bins = (high - low) / width
-        if bins <= max_bins:
-            cuts = low + offset + width * np.arange(1, max(math.ceil(bins), 2))
-        else:
-            inner = max_bins - 2
-            start = min(max((q1 + q3) / 2 - inner * width / 2, low), high - inner * width)
-            cuts = start + offset + width * np.arange(inner + 1)
-    inside = _between_values(cuts, distinct)
+        resolution = float(np.median(distinct[pairs + 1] - distinct[pairs]))
+    inside = _between_values(quantiles, distinct)
+    low, high = float(distinct[0]), float(distinct[-1])
     return np.concatenate((_outside(low, -1, resolution), inside, _outside(high, 1, resolution)))
 
 
@@ -160,14 +151,15 @@ def _outside(value: float, direction: int, resolution: float) -> np.ndarray:
         far = value + direction * step
     if direction < 0 and value >= 0:
         far = max(far, 0.0)
-    if not (math.isfinite(step) and math.isfinite(far)) or abs(far - value) < 8 * ulp32:
+    if not (math.isfinite(step) and math.isfinite(far)) or abs(far - value) < 4 * ulp32:
         return np.empty(0)
     below, above = (far, value) if direction < 0 else (value, far)
     return _shortest_inside(np.array([below]), np.array([above]))
 
 
 def _between_values(cuts: np.ndarray, distinct: np.ndarray) -> np.ndarray:
-    """Move each cut to the middle of the gap of distinct values it falls in; drop duplicates.
+    """Move each cut to the middle of the gap of distinct values just above it (the gap it
+    falls in); drop duplicates.
 
     A gap too narrow for a float32-safe edge gives no edge; if no cut finds a usable gap, the
     usable gap nearest the median is taken, so there are always at least two buckets.

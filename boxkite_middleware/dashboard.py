@@ -145,6 +145,25 @@ def _laid_out(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def _effect_size(title: str, statistic: str, description: str = "") -> dict[str, Any]:
+    """One statistic of every feature and output, as recorded, without a threshold."""
+    window = "$window"
+    return _panel(
+        f"Effect size: {title}",
+        "timeseries",
+        [
+            _target(
+                f"boxkite:feature_{statistic}:{window}{{{SELECTED}}}", "{{feature}} ({{baseline}})"
+            ),
+            _target(
+                f"boxkite:inference_{statistic}:{window}{{{SELECTED}}}",
+                "output {{output}} ({{baseline}})",
+            ),
+        ],
+        description=description,
+    )
+
+
 def panels() -> list[dict[str, Any]]:
     window = "$window"
     row = {
@@ -163,32 +182,17 @@ def panels() -> list[dict[str, Any]]:
                 )
                 for title, ratios in RATIOS
             ),
-            _panel(
-                "Effect size: K-S per numeric column",
-                "timeseries",
-                [
-                    _target(
-                        f"boxkite:feature_ks:{window}{{{SELECTED}}}", "{{feature}} ({{baseline}})"
-                    ),
-                    _target(
-                        f"boxkite:inference_ks:{window}{{{SELECTED}}}",
-                        "output {{output}} ({{baseline}})",
-                    ),
-                ],
-                description="Largest gap between live and baseline cumulative shares.",
+            _effect_size(
+                "K-S per numeric column",
+                "ks",
+                "Largest gap between live and baseline cumulative shares.",
             ),
-            _panel(
-                "Effect size: PSI per categorical column",
-                "timeseries",
-                [
-                    _target(
-                        f"boxkite:feature_psi:{window}{{{SELECTED}}}", "{{feature}} ({{baseline}})"
-                    ),
-                    _target(
-                        f"boxkite:inference_psi:{window}{{{SELECTED}}}",
-                        "output {{output}} ({{baseline}})",
-                    ),
-                ],
+            _effect_size("PSI per categorical column", "psi"),
+            _effect_size(
+                "Wasserstein (W1) per numeric column, in baseline SDs",
+                "wasserstein",
+                "How far values moved, in training standard deviations: a unit error on a few "
+                "values or a small shift of many. Evidently's default flags W1 above 0.1.",
             ),
             _against_threshold(
                 "Missing rate change (a vanished column is far above)",

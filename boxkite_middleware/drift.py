@@ -3,10 +3,11 @@
 The same statistics the Prometheus rules compute, on one scrape (or the difference of two):
 K-S for histograms, PSI for categories (each distribution mixed with a small uniform share, so
 that an empty bucket does not blow up the logarithm), and the change in the missing rate.
-Thresholds know the sample size: K-S against ``c(α/F)·sqrt((n+m)/(n·m))``, PSI against
-``χ²(k−1, 1−α/F)·(1/n + 1/m)`` and the missing rate by a two-proportion z-test,
-Bonferroni-corrected over the F columns of a model (features and outputs together), never
-below the opt-in floors.
+Thresholds know the sample size: K-S against ``c(a)·sqrt((n+m)/(n·m))``, PSI against
+``χ²(k−1, 1−a)·(1/n + 1/m)``, the missing rate by a two-proportion z-test and the share out of
+range by a rank argument, Bonferroni-corrected over the F columns of a model (features and
+outputs together) and each column's tests (``a`` is the test's share of α/F, see
+`rules.ALPHA_SHARES`), never below the opt-in floors.
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ def _smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 def ks_threshold(n: float, m: float, columns: int, options: RuleOptions = DEFAULTS) -> float:
-    """Two-sample K-S critical value at α/F (asymptotic), never below the K-S floor."""
-    c = math.sqrt(-math.log(options.alpha / columns / 2) / 2)
+    """Two-sample K-S critical value at 0.8·α/F (asymptotic), never below the K-S floor."""
+    c = math.sqrt(-math.log(options.alpha_for("distribution") / columns / 2) / 2)
     return max(options.ks_floor, c * math.sqrt((n + m) / (n * m)))
 
 
@@ -192,7 +193,7 @@ def psi_threshold(
     k: int, n: float, m: float, columns: int, options: RuleOptions = DEFAULTS
 ) -> float:
     """PSI is approximately χ²(k−1)·(1/n + 1/m) under no drift; never below the PSI floor."""
-    quantile = chi2_quantile(k - 1, 1 - options.alpha / columns)
+    quantile = chi2_quantile(k - 1, 1 - options.alpha_for("distribution") / columns)
     return max(options.psi_floor, quantile * (1 / n + 1 / m))
 
 
@@ -216,11 +217,11 @@ def out_of_range_threshold(
     The training range is itself a sample: k of n new values fall above the largest of m
     training values exactly when the k largest of all n + m are new ones, with probability
     ``C(n, k)/C(n+m, k) ≈ r^k``, ``r = n/(n+m)`` (and likewise below the smallest). The alert
-    needs ``(k+1)·r^k ≤ α/F``: ``k = ln(a/(k0+1))/ln(r)`` with ``k0 = ln(a)/ln(r)``,
-    ``a = α/F``; as a share, k divided by n. (A Poisson count of mean 2n/(m+1), which ignores
+    needs ``(k+1)·r^k ≤ a``: ``k = ln(a/(k0+1))/ln(r)`` with ``k0 = ln(a)/ln(r)``,
+    ``a = 0.1·α/F``; as a share, k divided by n. (A Poisson count of mean 2n/(m+1), which ignores
     that the training range varies, raised false alarms to 7 % at n = 1,000 on the real
     Wine Quality data; see BENCHMARKS.md.)"""
-    a = options.alpha / columns
+    a = options.alpha_for("out_of_range") / columns
     ratio = math.log(n / (n + m))
     first = math.log(a) / ratio
     return math.log(a / (first + 1)) / ratio / n
@@ -234,11 +235,11 @@ def missing_threshold(
     columns: int,
     options: RuleOptions = DEFAULTS,
 ) -> float:
-    """How far the missing rate may move by chance: the two-proportion z-test at α/F
+    """How far the missing rate may move by chance: the two-proportion z-test at 0.1·α/F
     (two-sided), ``z·sqrt(p̄(1−p̄)(1/N + 1/M))`` with p̄ the pooled rate and N, M the live
     and baseline rows (missing ones included); never below the missing floor."""
     pooled = (missing + expected_missing) / (rows + expected_rows)
-    z = NormalDist().inv_cdf(1 - options.alpha / columns / 2)
+    z = NormalDist().inv_cdf(1 - options.alpha_for("missing") / columns / 2)
     spread = math.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / expected_rows))
     return max(options.missing_floor, z * spread)
 

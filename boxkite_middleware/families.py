@@ -53,3 +53,21 @@ VALUE_FAMILY = {"feature": FEATURE_VALUE, "inference": INFERENCE_VALUE}
 CATEGORY_FAMILY = {"feature": FEATURE_CATEGORY, "inference": INFERENCE_CATEGORY}
 MISSING_FAMILY = {"feature": FEATURE_MISSING, "inference": INFERENCE_MISSING}
 COLUMN_LABEL = {"feature": "feature", "inference": "output"}
+
+# Baseline-only gauges of a numeric column, for the Wasserstein distance in PromQL.
+STDDEV_FAMILY = {
+    role: Family(
+        f"boxkite_{role}_value_baseline_stddev",
+        "gauge",
+        "Standard deviation of the training values: the Wasserstein distance's unit.",
+    )
+    for role in VALUE_FAMILY
+}
+WIDTH_FAMILY = {
+    role: Family(
+        f"boxkite_{role}_value_baseline_width",
+        "gauge",
+        "Distance from a bucket's edge to the next edge, for the Wasserstein distance.",
+    )
+    for role in VALUE_FAMILY
+}

@@ -44,16 +44,18 @@ def metrics(baseline: Baseline, labels: dict[str, str]) -> list[Metric]:
     )
     out: dict[str, Metric] = {}
 
-    def family(template: families.Family) -> Metric:
-        twin = families.baseline_of(template)
-        if twin.name not in out:
-            out[twin.name] = Metric(twin.name, twin.documentation, twin.kind)
-        return out[twin.name]
+    def family(chosen: families.Family) -> Metric:
+        if chosen.name not in out:
+            out[chosen.name] = Metric(chosen.name, chosen.documentation, chosen.kind)
+        return out[chosen.name]
+
+    def twin(template: dict[str, families.Family], role: str) -> Metric:
+        return family(families.baseline_of(template[role]))
 
     for role, name, column in baseline.columns():
         column_labels = {**labels, families.COLUMN_LABEL[role]: name}
         if isinstance(column, Histogram):
-            histogram = family(families.VALUE_FAMILY[role])
+            histogram = twin(families.VALUE_FAMILY, role)
             cumulative = 0
             for edge, count in zip((*column.edges, math.inf), column.counts):
                 cumulative += count
@@ -62,15 +64,29 @@ def metrics(baseline: Baseline, labels: dict[str, str]) -> list[Metric]:
             if column.has_sum:  # OpenMetrics: no _sum with negative buckets, no _count alone
                 histogram.add_sample(histogram.name + "_count", column_labels, cumulative)
                 histogram.add_sample(histogram.name + "_sum", column_labels, column.total)
+            stddev, width = families.STDDEV_FAMILY[role], families.WIDTH_FAMILY[role]
+            _add_spread(column, column_labels, family(stddev), family(width))
         else:
-            counter = family(families.CATEGORY_FAMILY[role])
+            counter = twin(families.CATEGORY_FAMILY, role)
             for category, count in column.counts:
                 sample_labels = {**column_labels, "category": category}
                 counter.add_sample(counter.name + "_total", sample_labels, count)
         if column.missing is not None:
-            missing = family(families.MISSING_FAMILY[role])
+            missing = twin(families.MISSING_FAMILY, role)
             missing.add_sample(missing.name + "_total", column_labels, column.missing)
     return [info, *out.values()]
+
+
+def _add_spread(column: Histogram, labels: dict[str, str], stddev: Metric, width: Metric) -> None:
+    """What the Wasserstein distance needs in PromQL, which cannot read ``le`` as a number:
+    the standard deviation, and each finite edge's distance to the next finite edge (labelled
+    ``edge``, spelt as the bucket's ``le``: only histograms may have an ``le`` label)."""
+    from prometheus_client.utils import floatToGoString
+
+    if 0 < column.scale < math.inf:
+        stddev.add_sample(stddev.name, labels, column.scale)
+    for edge, following in zip(column.edges, column.edges[1:]):
+        width.add_sample(width.name, {**labels, "edge": floatToGoString(edge)}, following - edge)
 
 
 def render(baseline: Baseline) -> str:
@@ -127,6 +143,7 @@ class _ColumnParts:
     categories: list[tuple[str, float]] = field(default_factory=list)
     missing: float | None = None
     total: float = 0.0
+    stddev: float | None = None
 
 
 def parse(text: str, source: str) -> Baseline:
@@ -231,6 +248,8 @@ def _family_roles() -> dict[str, tuple[str, str]]:
             ("missing", families.MISSING_FAMILY),
         ):
             roles[families.baseline_of(by_role[role]).name] = (role, part)
+        roles[families.STDDEV_FAMILY[role].name] = (role, "stddev")
+        roles[families.WIDTH_FAMILY[role].name] = (role, "widths")  # the edges say it
     return roles
 
 
@@ -267,6 +286,8 @@ def _add_part(column: _ColumnParts, part: str, suffix: str, sample: _Sample, sou
         column.categories.append((_label(sample, "category", source), sample.value))
     elif part == "missing":
         column.missing = sample.value
+    elif part == "stddev":
+        column.stddev = sample.value
 
 
 def _build(parts: _ColumnParts, kind: str, where: str) -> Column:
@@ -295,7 +316,7 @@ def _histogram(parts: _ColumnParts, where: str) -> Histogram:
     if edges[-1] != math.inf:
         raise BaselineError(f"{where}: histogram has no +Inf bucket (truncated?)")
     missing = None if parts.missing is None else int(parts.missing)
-    return Histogram(tuple(edges[:-1]), tuple(counts), missing, parts.total)
+    return Histogram(tuple(edges[:-1]), tuple(counts), missing, parts.total, parts.stddev)
 
 
 def _categories(pairs: list[tuple[str, float]], missing: float | None) -> Categories:

@@ -14,12 +14,14 @@ count instead would make unchanged traffic look drifted in small windows), and t
 rate, live minus baseline.
 
 Thresholds are significance tests that know the sample size, α split (Bonferroni) over F, the
-model's columns, features and outputs together: K-S against ``c(α/F)·sqrt((n+m)/(n·m))`` with
-``c(a) = sqrt(-ln(a/2)/2)``; PSI against ``χ²(k−1, 1−α/F)·(1/n + 1/m)``; the missing rate,
-judged on every row present or not, by the two-sample z-test of proportions. The χ² and
-normal quantiles come from Wilson–Hilferty and Abramowitz–Stegun 26.2.23, all in PromQL
-(within 2.5 % for α/F ≥ 0.001 and k ≥ 3; see docs/drift.md for the rest). Each threshold is
-raised to its floor, a minimum effect size the user opts into.
+model's columns, features and outputs together, and each column's α/F over its tests
+(`ALPHA_SHARES`: a = 0.8·α/F for the distribution, 0.1·α/F each for out-of-range values and
+the missing rate): K-S against ``c(a)·sqrt((n+m)/(n·m))`` with ``c(a) = sqrt(-ln(a/2)/2)``;
+PSI against ``χ²(k−1, 1−a)·(1/n + 1/m)``; the missing rate, judged on every row present or
+not, by the two-sample z-test of proportions. The χ² and normal quantiles come from
+Wilson–Hilferty and Abramowitz–Stegun 26.2.23, all in PromQL (within 2.5 % for a ≥ 0.001 and
+k ≥ 3; see docs/drift.md for the rest). Each threshold is raised to its floor, a minimum
+effect size the user opts into.
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ if TYPE_CHECKING:
 ROLES = families.COLUMN_LABEL
 _SAMPLES = {
     "value_bucket": (families.VALUE_FAMILY, "_bucket"),
+    "value_sum": (families.VALUE_FAMILY, "_sum"),
     "category_total": (families.CATEGORY_FAMILY, "_total"),
     "missing_total": (families.MISSING_FAMILY, "_total"),
 }
 """The series a rule reads, by what it holds: the family of each role, and the suffix."""
+ALPHA_SHARES = {"distribution": 0.8, "out_of_range": 0.1, "missing": 0.1}
+"""How each column's share of α is spent among its tests, so that a model's false alarms stay
+within α whichever test fires: a unit error or a vanished column is so far beyond chance that
+a tenth of the share costs those tests a value or two, while the distribution test keeps
+nearly its full power."""
 _NORMAL_QUANTILE = (2.515517, 0.802853, 0.010328, 1.432788, 0.189269, 0.001308)
 
 
@@ -60,6 +68,10 @@ class RuleOptions:
     duration: str = "15m"  # the alerts' for:
     sample_size: str = "rows"  # or "requests": rows of one batch are not independent
     group_by: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("namespace",)
+
+    def alpha_for(self, test: str) -> float:
+        """The part of ``alpha`` one kind of test spends (`ALPHA_SHARES`)."""
+        return self.alpha * ALPHA_SHARES[test]
 
     def __post_init__(self) -> None:
         for window in self.windows:
@@ -204,11 +216,31 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
             rule("out_of_range_threshold", window),
             _out_of_range_threshold(sample, m, keep, options),
         ),
+        (rule("wasserstein", window), _wasserstein(names, window, live_cdf, base_cdf, n, m)),
         # thresholds that know the sample size
         (rule("ks_threshold", window), _ks_threshold(sample, m, columns, keep, options)),
         (rule("psi_threshold", window), _psi_threshold(sample, m, k, columns, keep, options)),
     ]
     return [{"record": record, "expr": expr} for record, expr in rules]
+
+
+def _wasserstein(names: _Names, window: str, live_cdf: str, base_cdf: str, n: str, m: str) -> str:
+    """The first Wasserstein distance in baseline standard deviations: over the training
+    range, that of the two histograms with each value at its bucket's upper edge; where the
+    change of the mean is larger (W1 is never below it), that change, so that values beyond
+    the range, which have no bucket width, still count by how far out they are."""
+    by = names.by
+    widths = families.WIDTH_FAMILY[names.role].name
+    width = f'max by ({by}, le) (label_replace({widths}, "le", "$1", "edge", "(.*)"))'
+    inside = f"sum by ({by}) (abs({live_cdf} - on ({by}, le) {base_cdf}) * on ({by}, le) {width})"
+    live_mean = (
+        f"sum by ({by}) (increase({names.live('value_sum')}[{window}])) / on ({by}) ({n} > 0)"
+    )
+    base_mean = f"max by ({by}) ({names.baseline('value_sum')}) / on ({by}) {m}"
+    mean_change = f"abs({live_mean} - on ({by}) {base_mean})"
+    larger = f"({inside} >= on ({by}) {mean_change}) or on ({by}) {mean_change} or {inside}"
+    stddev = f"max by ({by}) ({families.STDDEV_FAMILY[names.role].name})"
+    return f"({larger}) / on ({by}) {stddev}"
 
 
 def _smoothed(counts: str, total: str, k: str, by: str, options: RuleOptions) -> str:
@@ -229,7 +261,7 @@ def _sample_size(n: str, keep: str, window: str, options: RuleOptions) -> str:
 
 
 def _ks_threshold(n: str, m: str, columns: str, keep: str, options: RuleOptions) -> str:
-    critical = f"sqrt(-ln({options.alpha!r} / (2 * {columns})) / 2)"
+    critical = f"sqrt(-ln({options.alpha_for('distribution')!r} / (2 * {columns})) / 2)"
     return (
         f"clamp_min({critical} * on ({keep}) group_right () sqrt(({n} + {m}) / ({n} * {m}))"
         f", {options.ks_floor!r})"
@@ -255,28 +287,28 @@ def _missing_threshold(
     keep: str,
     options: RuleOptions,
 ) -> str:
-    """The two-proportion z-test at α/F, two-sided: ``z·sqrt(p̄(1−p̄)(1/N + 1/M))``."""
+    """The two-proportion z-test at 0.1·α/F, two-sided: ``z·sqrt(p̄(1−p̄)(1/N + 1/M))``."""
     pooled = (
         f"(({missing} + on ({by}) {base_missing}) / on ({by}) ({rows} + on ({by}) {base_rows}))"
     )
     spread = f"sqrt({pooled} * (1 - {pooled}) * (1 / {rows} + on ({by}) 1 / {base_rows}))"
-    z = _normal_quantile(f"{options.alpha!r} / (2 * {COLUMNS})")
+    z = _normal_quantile(f"{options.alpha_for('missing')!r} / (2 * {COLUMNS})")
     return f"clamp_min({z} * on ({keep}) group_right () {spread}, {options.missing_floor!r})"
 
 
 def _out_of_range_threshold(n: str, m: str, keep: str, options: RuleOptions) -> str:
     """The share of n values outside the range of m training values that chance allows:
-    ``ln(a/(k0+1))/ln(r)/n`` with ``r = n/(n+m)``, ``k0 = ln(a)/ln(r)``, ``a = α/F`` (see
+    ``ln(a/(k0+1))/ln(r)/n`` with ``r = n/(n+m)``, ``k0 = ln(a)/ln(r)``, ``a = 0.1·α/F`` (see
     `drift.out_of_range_threshold` for why)."""
-    a = f"({options.alpha!r} / {COLUMNS})"
+    a = f"({options.alpha_for('out_of_range')!r} / {COLUMNS})"
     log_r = f"ln({n} / ({n} + {m}))"
     first = f"(ln({a}) / on ({keep}) group_right () {log_r})"
     return f"ln({a} / on ({keep}) group_right () ({first} + 1)) / {log_r} / {n}"
 
 
 def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:
-    """χ²(k−1, 1−α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
-    z = _normal_quantile(f"{options.alpha!r} / {columns}")
+    """χ²(k−1, 1−0.8·α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
+    z = _normal_quantile(f"{options.alpha_for('distribution')!r} / {columns}")
     degrees = f"clamp_min({k} - 1, 1)"
     h = f"(2 / (9 * {degrees}))"
     quantile = f"{degrees} * (1 - {h} + sqrt({h}) * on ({keep}) group_left () {z}) ^ 3"

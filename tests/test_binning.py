@@ -49,6 +49,22 @@ def test_edges_strictly_increasing_finite_and_between_distinct_values(values, ma
         assert edges[0] >= 0
 
 
+@given(
+    hnp.arrays(np.int64, st.integers(2, 2000), elements=st.integers(1, 10**6), unique=True),
+    st.integers(2, 60),
+)
+@settings(max_examples=200, deadline=None)
+def test_distinct_values_fill_the_bins_equally(values, max_bins):
+    """Equal-mass bins: with no ties, every bin inside the range holds n/max_bins values
+    (rounded down or up), so a drift test sees a change where the values are."""
+    ordered = np.sort(values.astype(np.float64))
+    edges = binning.continuous_edges(ordered, max_bins)
+    inside = binning.sorted_bucket_counts(ordered, edges)[1:-1]
+    n, bins = ordered.size, min(max_bins, ordered.size)
+    assert inside.sum() == n and inside.size == bins
+    assert inside.min() == n // bins and inside.max() == -(-n // bins)
+
+
 @given(columns, st.integers(2, 60))
 @settings(max_examples=200, deadline=None)
 def test_float32_round_trip_keeps_the_bucket(values, max_bins):

@@ -255,7 +255,8 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         m = prometheus.value('boxkite:feature_baseline_count{model="drift", feature="x"}')
         columns = len(baseline.features) + len(baseline.inference)  # α over all of them
         assert prometheus.value('boxkite:columns{model="drift"}') == columns
-        critical = np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
+        alpha = 0.04  # the distribution tests' 80 % of α = 0.05
+        critical = np.sqrt(-np.log(alpha / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
         assert prometheus.value(
             f'boxkite:feature_ks_threshold:{WINDOW}{{model="drift", feature="x"}}'
         ) == pytest.approx(critical, rel=1e-9)
@@ -266,7 +267,7 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
         k = len(colour.counts)
         assert prometheus.value(
             f'boxkite:feature_psi_threshold:{WINDOW}{{model="drift", feature="colour"}}'
-        ) == pytest.approx(stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m), rel=0.02)
+        ) == pytest.approx(stats.chi2.ppf(1 - alpha / columns, k - 1) * (1 / n + 1 / m), rel=0.02)
         live_count = prometheus.value(
             f'boxkite:feature_live_count:{WINDOW}{{model="drift", feature="x"}}'
         )
@@ -310,6 +311,18 @@ def test_prometheus_evaluates_drift_across_two_replicas(tmp_path):
             f'boxkite:feature_out_of_range:{WINDOW}{{model="drift", feature="x"}}'
         )
         assert got == pytest.approx(expected_share, abs=1e-9) and expected_share > 0.01
+        # W1 in training standard deviations, from the bucket shares and widths (x has negative
+        # values, hence no _sum: the part inside the training range alone); the replay moved
+        # nothing.
+        live_cdf = np.cumsum(_binned(drifted["x"], x.edges)) / len(drifted["x"])
+        base_cdf = np.cumsum(x.counts) / sum(x.counts)
+        inside = np.sum(np.abs(live_cdf - base_cdf)[:-2] * np.diff(x.edges)) / x.stddev
+        got = prometheus.value(
+            f'boxkite:feature_wasserstein:{WINDOW}{{model="drift", feature="x"}}'
+        )
+        assert got == pytest.approx(inside, rel=1e-6) and inside > 0.5
+        for sample in prometheus.query(f'boxkite:feature_wasserstein:{WINDOW}{{model="replay"}}'):
+            assert abs(float(sample["value"][1])) < 1e-9, sample
 
         # The report of the whole fleet, from Prometheus, and of one replica, from its /metrics:
         # the replicas got the same streams, so every statistic agrees (n is twice as large),

@@ -153,19 +153,23 @@ def _js(live: np.ndarray, baseline: np.ndarray) -> float:
     return float(jensenshannon(_smooth(live), _smooth(baseline)) ** 2)
 
 
+DISTRIBUTION_ALPHA = 0.04  # 80 % of α = 0.05 for the distribution tests
+MISSING_ALPHA = 0.005  # 10 % for the missing rate (and 10 % for values out of range)
+
+
 def _ks_threshold(n: float, m: float, columns: int) -> float:
-    return np.sqrt(-np.log(0.05 / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
+    return np.sqrt(-np.log(DISTRIBUTION_ALPHA / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
 
 
 def _psi_threshold(k: int, n: float, m: float, columns: int) -> float:
-    return stats.chi2.ppf(1 - 0.05 / columns, k - 1) * (1 / n + 1 / m)
+    return stats.chi2.ppf(1 - DISTRIBUTION_ALPHA / columns, k - 1) * (1 / n + 1 / m)
 
 
 def _missing_threshold(missing: float, rows: float, base: float, base_rows: float, columns):
-    """The two-proportion z-test's critical difference at α/F, two-sided."""
+    """The two-proportion z-test's critical difference at 0.1·α/F, two-sided."""
     pooled = (missing + base) / (rows + base_rows)
     spread = np.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / base_rows))
-    return stats.norm.ppf(1 - 0.05 / columns / 2) * spread
+    return stats.norm.ppf(1 - MISSING_ALPHA / columns / 2) * spread
 
 
 def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
@@ -507,3 +511,60 @@ def test_values_outside_the_training_range_alert(tmp_path):
             }
         ],
     )
+
+
+def _binned_wasserstein(live: np.ndarray, training: np.ndarray, edges: np.ndarray) -> float:
+    """The recorded rule's W1, by scipy: each value moved to its bucket's upper edge (those
+    beyond the last edge to it), or the change of the mean where larger, over the training
+    standard deviation."""
+
+    def upper_edges(values: np.ndarray) -> np.ndarray:
+        return edges[np.minimum(np.searchsorted(edges, values), edges.size - 1)]
+
+    inside = stats.wasserstein_distance(upper_edges(live), upper_edges(training))
+    return float(max(inside, abs(live.mean() - training.mean())) / training.std())
+
+
+def test_wasserstein_distance_in_baseline_standard_deviations(tmp_path):
+    """W1 sees how far values moved, which K-S does not: a shift of half a standard deviation,
+    and a unit error that multiplies 3 % of the values by ten (far beyond the range, where only
+    the mean sees them). The baseline series come from the rule file."""
+    from boxkite_middleware import Baseline
+    from boxkite_middleware.binning import bucket_counts
+
+    rng = np.random.default_rng(7)
+    training = rng.gamma(9.0, 1.2, 2000)
+    baseline = Baseline.from_data({"shift": training, "unit": training, "same": training})
+    edges = np.array(baseline.features["shift"].edges)
+    live = {
+        "shift": rng.gamma(9.0, 1.2, 1000) + 0.5 * training.std(),
+        "unit": np.where(np.arange(1000) % 33 == 0, 10, 1) * rng.gamma(9.0, 1.2, 1000),
+        "same": rng.gamma(9.0, 1.2, 1000),
+    }
+    scenario = Scenario()
+    tests = []
+    for feature, values in live.items():
+        labels = {"model": "w", "baseline": baseline.identity, "feature": feature}
+        minutes = np.array_split(values, MINUTES)
+        scenario.histogram(
+            labels, [repr(float(e)) for e in edges], [bucket_counts(v, edges) for v in minutes]
+        )
+        sums = _cumulative_over_time(np.array([[v.sum()] for v in minutes]))[:, 0]
+        scenario.counter("boxkite_feature_value_sum", labels, sums)
+        expected = _binned_wasserstein(values, training, edges)
+        tests.append(
+            {
+                "expr": f"abs({_selector('boxkite:feature_wasserstein:10m', labels)}"
+                f" / {expected!r} - 1) < bool 1e-6",
+                "eval_time": f"{MINUTES}m",
+                "exp_samples": [{"labels": _labels(labels), "value": 1}],
+            }
+        )
+    assert _binned_wasserstein(live["unit"], training, edges) > 0.5  # K-S: about 0.03
+    assert (
+        _binned_wasserstein(live["same"], training, edges)
+        < 0.15
+        < 0.4
+        < _binned_wasserstein(live["shift"], training, edges)
+    )
+    _promtool_test(tmp_path, scenario, baselines=[(baseline, "w", {})], promql_expr_test=tests)
