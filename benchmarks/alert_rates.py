@@ -29,7 +29,12 @@ from wine import FEATURES, REGIONS, measurements, regions  # noqa: E402
 from boxkite_middleware import Baseline  # noqa: E402
 from boxkite_middleware.baseline import Histogram  # noqa: E402
 from boxkite_middleware.binning import OTHER, bucket_counts  # noqa: E402
-from boxkite_middleware.drift import ks_statistic, ks_threshold, psi, psi_threshold  # noqa: E402
+from boxkite_middleware.drift import (  # noqa: E402
+    chi2_statistic,
+    chi2_threshold,
+    ks_statistic,
+    ks_threshold,
+)
 
 SIZES = (200, 1000, 5000)
 
@@ -76,8 +81,7 @@ def _alarms(baseline: Baseline, window: dict) -> bool:
             live = np.bincount(
                 [known.get(value, known[OTHER]) for value in window[name]], minlength=len(known)
             ).astype(float)
-            n, m = live.sum(), expected.sum()
-            if psi(live, expected) > psi_threshold(len(known), n, m, columns):
+            if chi2_statistic(live, expected) > chi2_threshold(live, expected, columns):
                 return True
     return False
 

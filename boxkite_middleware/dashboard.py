@@ -74,10 +74,10 @@ def _ratio(role: str, statistic: str, window: str, legend: str) -> dict[str, Any
 
 FEATURE, OUTPUT = "{{feature}} ({{baseline}})", "output {{output}} ({{baseline}})"
 RATIOS = (
-    ("Feature drift", (("feature", "ks", f"K-S {FEATURE}"), ("feature", "psi", f"PSI {FEATURE}"))),
+    ("Feature drift", (("feature", "ks", f"K-S {FEATURE}"), ("feature", "chi2", f"χ² {FEATURE}"))),
     (
         "Prediction drift",
-        (("inference", "ks", f"K-S {OUTPUT}"), ("inference", "psi", f"PSI {OUTPUT}")),
+        (("inference", "ks", f"K-S {OUTPUT}"), ("inference", "chi2", f"χ² {OUTPUT}")),
     ),
     (
         "Outside the training range (a unit error, a new sensor)",

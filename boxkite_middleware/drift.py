@@ -1,13 +1,13 @@
 """Drift statistics straight from a ``/metrics`` scrape, for the CLI and the demo.
 
-The same statistics the Prometheus rules compute, on one scrape (or the difference of two):
-K-S for histograms, PSI for categories (each distribution mixed with a small uniform share, so
-that an empty bucket does not blow up the logarithm), and the change in the missing rate.
-Thresholds know the sample size: K-S against ``c(a)·sqrt((n+m)/(n·m))``, PSI against
-``χ²(k−1, 1−a)·(1/n + 1/m)``, the missing rate by a two-proportion z-test and the share out of
-range by a rank argument, Bonferroni-corrected over the F columns of a model (features and
-outputs together) and each column's tests (``a`` is the test's share of α/F, see
-`rules.ALPHA_SHARES`), never below the opt-in floors.
+The same tests the Prometheus rules make, on one scrape (or the difference of two): K-S for
+histograms, Pearson's χ² for categories (PSI, of distributions mixed with a small uniform share
+so that an empty bucket does not blow up the logarithm, only for the opt-in PSI floor), and
+the change in the missing rate. Thresholds know the sample size: K-S against
+``c(a)·sqrt((n+m)/(n·m))``, χ² against ``χ²(k−1, 1−a)``, the missing rate by a two-proportion
+z-test and the share out of range by a rank argument, Bonferroni-corrected over the F columns
+of a model (features and outputs together) and each column's tests (``a`` is the test's share
+of α/F, see `rules.ALPHA_SHARES`); the opt-in floors are minimum effect sizes.
 """
 
 from __future__ import annotations
@@ -189,12 +189,21 @@ def ks_threshold(n: float, m: float, columns: int, options: RuleOptions = DEFAUL
     return max(options.ks_floor, c * math.sqrt((n + m) / (n * m)))
 
 
-def psi_threshold(
-    k: int, n: float, m: float, columns: int, options: RuleOptions = DEFAULTS
+def chi2_statistic(live: np.ndarray, expected: np.ndarray) -> float:
+    """Pearson's two-sample χ² over the categories seen on either side."""
+    n, m = live.sum(), expected.sum()
+    pooled = (live + expected) / (n + m)
+    seen = pooled > 0
+    gap = live[seen] / n - expected[seen] / m
+    return float(n * m / (n + m) * np.sum(gap**2 / pooled[seen]))
+
+
+def chi2_threshold(
+    live: np.ndarray, expected: np.ndarray, columns: int, options: RuleOptions = DEFAULTS
 ) -> float:
-    """PSI is approximately χ²(k−1)·(1/n + 1/m) under no drift; never below the PSI floor."""
-    quantile = chi2_quantile(k - 1, 1 - options.alpha_for("distribution") / columns)
-    return max(options.psi_floor, quantile * (1 / n + 1 / m))
+    """χ²(k−1) at 1 − 0.8·α/F, k the categories seen on either side."""
+    seen = int(np.count_nonzero(live + expected))
+    return chi2_quantile(max(seen - 1, 1), 1 - options.alpha_for("distribution") / columns)
 
 
 def out_of_range_share(d: Distribution) -> float:
@@ -301,8 +310,10 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
                 if outside > out_of_range_threshold(n, m, columns, options):
                     reasons.insert(0, "out of range")
             else:
-                value = psi(d.live, d.expected, options.smoothing)
-                threshold = psi_threshold(len(d.keys), n, m, columns, options)
+                value = chi2_statistic(d.live, d.expected)
+                threshold = chi2_threshold(d.live, d.expected, columns, options)
+                if psi(d.live, d.expected, options.smoothing) < options.psi_floor:
+                    threshold = math.inf
             if value > threshold:
                 reasons.insert(0, "distribution")
         judged = missing_judged or not math.isnan(value)
@@ -314,7 +325,7 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
 
 
 def _name(d: Distribution) -> str:
-    return "K-S" if d.kind == "numeric" else "PSI"
+    return "K-S" if d.kind == "numeric" else "χ²"
 
 
 def as_record(verdict: Verdict) -> dict[str, object]:

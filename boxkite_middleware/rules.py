@@ -8,20 +8,21 @@ deploy are each compared with their own bins.
 
 Statistics per column and window: the K-S statistic for histograms (largest gap between the
 live and baseline cumulative shares over the bucket edges — binned K-S can only under-state
-the continuous one, so it is conservative), PSI and Jensen–Shannon for categories, each
+the continuous one, so it is conservative) and the first Wasserstein distance for histograms;
+Pearson's two-sample χ² for categories, and as their effect sizes PSI and Jensen–Shannon, each
 distribution first mixed with a small uniform share ``p' = (1-λ)p + λ/k`` (adding 1 to every
-count instead would make unchanged traffic look drifted in small windows), and the missing
+count instead would make unchanged traffic look drifted in small windows); and the missing
 rate, live minus baseline.
 
 Thresholds are significance tests that know the sample size, α split (Bonferroni) over F, the
 model's columns, features and outputs together, and each column's α/F over its tests
 (`ALPHA_SHARES`: a = 0.8·α/F for the distribution, 0.1·α/F each for out-of-range values and
 the missing rate): K-S against ``c(a)·sqrt((n+m)/(n·m))`` with ``c(a) = sqrt(-ln(a/2)/2)``;
-PSI against ``χ²(k−1, 1−a)·(1/n + 1/m)``; the missing rate, judged on every row present or
-not, by the two-sample z-test of proportions. The χ² and normal quantiles come from
-Wilson–Hilferty and Abramowitz–Stegun 26.2.23, all in PromQL (within 2.5 % for a ≥ 0.001 and
-k ≥ 3; see docs/drift.md for the rest). Each threshold is raised to its floor, a minimum
-effect size the user opts into.
+Pearson's χ² against ``χ²(k−1, 1−a)``; the missing rate, judged on every row present or not,
+by the two-sample z-test of proportions. The χ² and normal quantiles come from Wilson–Hilferty
+and Abramowitz–Stegun 26.2.23, all in PromQL (within 2.5 % for a ≥ 0.001 and k ≥ 3; see
+docs/drift.md for the rest). The floors are minimum effect sizes (K-S, PSI, missing-rate
+change) the user opts into.
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
     sample = rule("sample_size", window)
     live_cdf, base_cdf = rule("live_cdf", window), rule("baseline_cdf")
     live_share, base_share = rule("live_share", window), rule("baseline_share")
+    live_counts = f"sum by ({by}, category) (increase({names.live('category_total')}[{window}]))"
+    base_counts = f"max by ({by}, category) ({names.baseline('category_total')})"
+    pooled = rule("pooled_share", window)
     missing_live = f"sum by ({by}) (increase({names.live('missing_total')}[{window}]))"
     missing_base = f"max by ({by}) ({names.baseline('missing_total')})"
     rows, base_rows = rule("live_rows", window), f"({missing_base} + on ({by}) {m})"
@@ -174,17 +178,24 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
         # PSI and Jensen–Shannon over the smoothed category shares
         (
             live_share,
-            _smoothed(
-                f"sum by ({by}, category) (increase({names.live('category_total')}[{window}]))",
-                n,
-                k,
-                by,
-                options,
-            ),
+            _smoothed(live_counts, n, k, by, options),
         ),
         (
             rule("psi", window),
             f"sum by ({by}) (({live_share} - {base_share}) * ln({live_share} / {base_share}))",
+        ),
+        # Pearson's two-sample χ² over the categories seen on either side (unsmoothed)
+        (
+            pooled,
+            f"({live_counts} + on ({by}, category) {base_counts})"
+            f" / on ({by}) group_left () ({n} + on ({by}) {m})",
+        ),
+        (
+            rule("chi2", window),
+            f"sum by ({by}) (({live_counts} / on ({by}) group_left () ({n} > 0)"
+            f" - on ({by}, category) {base_counts} / on ({by}) group_left () {m}) ^ 2"
+            f" / on ({by}, category) ({pooled} > 0))"
+            f" * on ({by}) ({sample} * on ({by}) {m} / ({sample} + on ({by}) {m}))",
         ),
         (
             rule("js", window),
@@ -219,7 +230,10 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
         (rule("wasserstein", window), _wasserstein(names, window, live_cdf, base_cdf, n, m)),
         # thresholds that know the sample size
         (rule("ks_threshold", window), _ks_threshold(sample, m, columns, keep, options)),
-        (rule("psi_threshold", window), _psi_threshold(sample, m, k, columns, keep, options)),
+        (
+            rule("chi2_threshold", window),
+            _chi2_threshold(f"count by ({by}) ({pooled} > 0)", columns, keep, options),
+        ),
     ]
     return [{"record": record, "expr": expr} for record, expr in rules]
 
@@ -306,13 +320,13 @@ def _out_of_range_threshold(n: str, m: str, keep: str, options: RuleOptions) -> 
     return f"ln({a} / on ({keep}) group_right () ({first} + 1)) / {log_r} / {n}"
 
 
-def _psi_threshold(n: str, m: str, k: str, columns: str, keep: str, options: RuleOptions) -> str:
-    """χ²(k−1, 1−0.8·α/F)·(1/n + 1/m): Wilson–Hilferty on an Abramowitz–Stegun normal quantile."""
+def _chi2_threshold(k: str, columns: str, keep: str, options: RuleOptions) -> str:
+    """χ²(k−1, 1−0.8·α/F), k the categories seen: Wilson–Hilferty on an Abramowitz–Stegun
+    normal quantile."""
     z = _normal_quantile(f"{options.alpha_for('distribution')!r} / {columns}")
     degrees = f"clamp_min({k} - 1, 1)"
     h = f"(2 / (9 * {degrees}))"
-    quantile = f"{degrees} * (1 - {h} + sqrt({h}) * on ({keep}) group_left () {z}) ^ 3"
-    return f"clamp_min({quantile} * (1 / {n} + 1 / {m}), {options.psi_floor!r})"
+    return f"{degrees} * (1 - {h} + sqrt({h}) * on ({keep}) group_left () {z}) ^ 3"
 
 
 def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
@@ -329,17 +343,20 @@ def alert_rules(options: RuleOptions) -> list[dict[str, Any]]:
         what = "Feature" if role == "feature" else "Prediction"
         enough = f"and on ({by}) {name('live_count')} >= {options.min_live}"
         enough_rows = f"and on ({by}) {name('live_rows')} >= {options.min_live}"
+        psi_floor = (
+            f" and on ({by}) {name('psi')} >= {options.psi_floor!r}" if options.psi_floor else ""
+        )
         alerts.append(
             {
                 "alert": f"Boxkite{what}Drift",
                 "expr": f"({name('ks')} > on ({by}) {name('ks_threshold')}"
-                f" or {name('psi')} > on ({by}) {name('psi_threshold')}) {enough}",
+                f" or {name('chi2')} > on ({by}) {name('chi2_threshold')}{psi_floor}) {enough}",
                 "for": options.duration,
                 "labels": {"severity": "warning"},
                 "annotations": {
                     "summary": f"{what} drift: {{{{ $labels.model }}}} {column} "
                     f"{{{{ $labels.{column} }}}}",
-                    "description": f'K-S or PSI over {window} is {{{{ $value | printf "%.3f" }}}}'
+                    "description": f'K-S or χ² over {window} is {{{{ $value | printf "%.3f" }}}}'
                     ", above its sample-size-aware threshold.",
                 },
             }

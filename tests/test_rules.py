@@ -161,8 +161,14 @@ def _ks_threshold(n: float, m: float, columns: int) -> float:
     return np.sqrt(-np.log(DISTRIBUTION_ALPHA / columns / 2) / 2) * np.sqrt((n + m) / (n * m))
 
 
-def _psi_threshold(k: int, n: float, m: float, columns: int) -> float:
-    return stats.chi2.ppf(1 - DISTRIBUTION_ALPHA / columns, k - 1) * (1 / n + 1 / m)
+def _chi2(live: np.ndarray, baseline: np.ndarray) -> float:
+    """scipy's Pearson χ² of the 2 × k table of the categories seen on either side."""
+    seen = live + baseline > 0
+    return float(stats.chi2_contingency(np.array([live, baseline])[:, seen], correction=False)[0])
+
+
+def _chi2_threshold(k: int, columns: int) -> float:
+    return stats.chi2.ppf(1 - DISTRIBUTION_ALPHA / columns, k - 1)
 
 
 def _missing_threshold(missing: float, rows: float, base: float, base_rows: float, columns):
@@ -246,7 +252,6 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
     )
 
     n_x, m_x = live_x.sum(), base_x.sum()
-    n_c, m_c = live_colour.sum(), base_colour.sum()
     columns = 3  # α is split over b1's columns: features x and colour, and the output
     checks = [  # (rule, labels, expected, tolerance)
         ("boxkite:columns", b1, columns, 1e-9),
@@ -256,19 +261,25 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
         ("boxkite:feature_baseline_count", {**b1, "feature": "x"}, m_x, 1e-9),
         ("boxkite:feature_ks:10m", {**b1, "feature": "x"}, _ks(live_x, base_x), 1e-12),
         ("boxkite:feature_ks:10m", {**b2, "feature": "x"}, 0.0, 1e-12),
-        (
-            "boxkite:feature_psi:10m",
-            {**b1, "feature": "colour"},
-            _psi(live_colour, base_colour),
-            1e-9,
+        *(
+            (
+                f"boxkite:feature_{name}:10m",
+                {**b1, "feature": "colour"},
+                of(live_colour, base_colour),
+                1e-9,
+            )
+            for name, of in (("psi", _psi), ("js", _js), ("chi2", _chi2))
         ),
-        (
-            "boxkite:feature_js:10m",
-            {**b1, "feature": "colour"},
-            _js(live_colour, base_colour),
-            1e-9,
+        # the label's __other__ is 0 on both sides: χ² over k = 2 categories
+        *(
+            (
+                f"boxkite:inference_{name}:10m",
+                {**b1, "output": "0"},
+                of(live_label, base_label),
+                1e-9,
+            )
+            for name, of in (("psi", _psi), ("chi2", _chi2))
         ),
-        ("boxkite:inference_psi:10m", {**b1, "output": "0"}, _psi(live_label, base_label), 1e-9),
         (
             "boxkite:feature_missing_rate_change:10m",
             {**b1, "feature": "x"},
@@ -290,9 +301,9 @@ def test_rules_compute_what_numpy_and_scipy_compute(tmp_path):
     ]
     relative = [  # approximations in PromQL (Wilson–Hilferty, Abramowitz–Stegun): 2 %
         (
-            "boxkite:feature_psi_threshold:10m",
+            "boxkite:feature_chi2_threshold:10m",
             {**b1, "feature": "colour"},
-            _psi_threshold(3, n_c, m_c, columns),
+            _chi2_threshold(3, columns),
         ),
         (
             "boxkite:feature_missing_threshold:10m",
