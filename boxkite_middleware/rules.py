@@ -112,7 +112,8 @@ class _Names:
 
 
 def baseline_rules(role: str, options: RuleOptions) -> list[dict[str, str]]:
-    """Window-independent rules: baseline counts, shares and cumulative shares, once."""
+    """Window-independent rules, once: every baseline series a statistic reads, taken over the
+    replicas that export it (``max by``), so the windows' rules read one copy."""
     names = _Names(role, options)
     by, rule = names.by, names.rule
     m, k = rule("baseline_count"), rule("categories")
@@ -128,9 +129,20 @@ def baseline_rules(role: str, options: RuleOptions) -> list[dict[str, str]]:
             rule("baseline_cdf"),
             f"max by ({by}, le) ({names.baseline('value_bucket')}) / on ({by}) group_left () {m}",
         ),
+        (rule("baseline_category"), f"max by ({by}, category) ({category})"),
+        (rule("baseline_share"), _smoothed(rule("baseline_category"), m, k, by, options)),
+        (rule("baseline_missing"), f"max by ({by}) ({names.baseline('missing_total')})"),
+        # for the Wasserstein distance: the mean, the spread, and each edge's distance to the
+        # next (labelled ``edge`` in the baseline: only histograms may carry ``le``)
         (
-            rule("baseline_share"),
-            _smoothed(f"max by ({by}, category) ({category})", m, k, by, options),
+            rule("baseline_mean"),
+            f"max by ({by}) ({names.baseline('value_sum')}) / on ({by}) {m}",
+        ),
+        (rule("baseline_stddev"), f"max by ({by}) ({families.STDDEV_FAMILY[role].name})"),
+        (
+            rule("baseline_width"),
+            f"max by ({by}, le) (label_replace("
+            f'{families.WIDTH_FAMILY[role].name}, "le", "$1", "edge", "(.*)"))',
         ),
     ]
     return [{"record": record, "expr": expr} for record, expr in rules]
@@ -154,10 +166,10 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
     live_cdf, base_cdf = rule("live_cdf", window), rule("baseline_cdf")
     live_share, base_share = rule("live_share", window), rule("baseline_share")
     live_counts = f"sum by ({by}, category) (increase({names.live('category_total')}[{window}]))"
-    base_counts = f"max by ({by}, category) ({names.baseline('category_total')})"
+    base_counts = rule("baseline_category")
     pooled = rule("pooled_share", window)
     missing_live = f"sum by ({by}) (increase({names.live('missing_total')}[{window}]))"
-    missing_base = f"max by ({by}) ({names.baseline('missing_total')})"
+    missing_base = rule("baseline_missing")
     rows, base_rows = rule("live_rows", window), f"({missing_base} + on ({by}) {m})"
     columns = COLUMNS
     rules = [
@@ -227,7 +239,7 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
             rule("out_of_range_threshold", window),
             _out_of_range_threshold(sample, m, keep, options),
         ),
-        (rule("wasserstein", window), _wasserstein(names, window, live_cdf, base_cdf, n, m)),
+        (rule("wasserstein", window), _wasserstein(names, window, live_cdf, base_cdf, n)),
         # thresholds that know the sample size
         (rule("ks_threshold", window), _ks_threshold(sample, m, columns, keep, options)),
         (
@@ -238,23 +250,20 @@ def recording_rules(role: str, window: str, options: RuleOptions) -> list[dict[s
     return [{"record": record, "expr": expr} for record, expr in rules]
 
 
-def _wasserstein(names: _Names, window: str, live_cdf: str, base_cdf: str, n: str, m: str) -> str:
+def _wasserstein(names: _Names, window: str, live_cdf: str, base_cdf: str, n: str) -> str:
     """The first Wasserstein distance in baseline standard deviations: over the training
     range, that of the two histograms with each value at its bucket's upper edge; where the
     change of the mean is larger (W1 is never below it), that change, so that values beyond
     the range, which have no bucket width, still count by how far out they are."""
-    by = names.by
-    widths = families.WIDTH_FAMILY[names.role].name
-    width = f'max by ({by}, le) (label_replace({widths}, "le", "$1", "edge", "(.*)"))'
-    inside = f"sum by ({by}) (abs({live_cdf} - on ({by}, le) {base_cdf}) * on ({by}, le) {width})"
+    by, rule = names.by, names.rule
+    gaps = f"abs({live_cdf} - on ({by}, le) {base_cdf})"
+    inside = f"sum by ({by}) ({gaps} * on ({by}, le) {rule('baseline_width')})"
     live_mean = (
         f"sum by ({by}) (increase({names.live('value_sum')}[{window}])) / on ({by}) ({n} > 0)"
     )
-    base_mean = f"max by ({by}) ({names.baseline('value_sum')}) / on ({by}) {m}"
-    mean_change = f"abs({live_mean} - on ({by}) {base_mean})"
+    mean_change = f"abs({live_mean} - on ({by}) {rule('baseline_mean')})"
     larger = f"({inside} >= on ({by}) {mean_change}) or on ({by}) {mean_change} or {inside}"
-    stddev = f"max by ({by}) ({families.STDDEV_FAMILY[names.role].name})"
-    return f"({larger}) / on ({by}) {stddev}"
+    return f"({larger}) / on ({by}) {rule('baseline_stddev')}"
 
 
 def _smoothed(counts: str, total: str, k: str, by: str, options: RuleOptions) -> str:
