@@ -63,3 +63,24 @@ echo.wsgi_app = BoxkiteMiddleware(
     model="drift",
     paths=["/drift"],
 )
+
+
+def _echo_quality(model: str):
+    """Answers each row's ``quality`` column as the predicted class."""
+    document = request.get_json()
+    quality = document["columns"].index("quality")
+    return jsonify(predictions=[row[quality] for row in document["data"]])
+
+
+WINE_MODELS = ("steady", "unchanged", "unit_error", "class_shift", "vanished")
+wine = Flask("wine")
+wine.add_url_rule("/<model>", "predict", _echo_quality, methods=["POST"])
+# One model per path, the same baseline; the outermost serves /metrics for all of them.
+for position, name in enumerate(WINE_MODELS, 1):
+    wine.wsgi_app = BoxkiteMiddleware(
+        wine.wsgi_app,
+        baseline=BASELINE,
+        model=name,
+        paths=[f"/{name}"],
+        metrics_path="/metrics" if position == len(WINE_MODELS) else None,
+    )

@@ -16,6 +16,7 @@ from prometheus_client.utils import floatToGoString
 from boxkite_middleware import Baseline, BaselineError
 from boxkite_middleware.baseline import Categories, Histogram
 from boxkite_middleware.binning import OTHER
+from boxkite_middleware.fileformat import render
 
 from .conftest import LEGACY
 
@@ -49,6 +50,7 @@ def test_round_trip_is_exact(tmp_path):
             assert all(
                 a.hex() == b.hex() for a, b in zip(column.edges, loaded.features[name].edges)
             )
+            assert loaded.features[name].stddev == column.stddev > 0  # the W1 unit, exactly
 
 
 @given(
@@ -131,6 +133,29 @@ def test_reads_the_original_boxkite_file():
     assert dict(sex.counts) == {"-0.044641636506989": 174, "0.0506801187398187": 157, OTHER: 0}
     inference = legacy.inference["0"]
     assert sum(inference.counts) == 111 and inference.total == 17388.09959131427
+
+
+def test_files_without_a_standard_deviation_estimate_it_from_their_buckets(tmp_path):
+    """Older files have no ``…_baseline_stddev``: the buckets give one, close to the values'
+    own within 10 % (the widest bins are in the tails); resaved, the file carries it and the
+    widths of its edges."""
+    values = np.random.default_rng(3).gamma(4.0, 2.0, 5000)
+    baseline = Baseline.from_data({"v": values})
+    text = render(baseline)
+    older = "\n".join(line for line in text.splitlines() if "_stddev" not in line)
+    (tmp_path / "older.prom").write_text(older + "\n")
+    loaded = Baseline.load(tmp_path / "older.prom")
+    assert loaded == baseline and loaded.features["v"].stddev is None
+    assert loaded.features["v"].scale == pytest.approx(values.std(), rel=0.1)
+    legacy = Baseline.load(LEGACY)
+    legacy.save(tmp_path / "resaved.prom")
+    resaved = (tmp_path / "resaved.prom").read_text()
+    age = legacy.features["age"]
+    assert f'boxkite_feature_value_baseline_stddev{{feature="age"}} {age.scale!r}' in resaved
+    widths = [
+        line for line in resaved.splitlines() if '_width{edge="' in line and 'feature="age"' in line
+    ]
+    assert len(widths) == len(age.edges) - 1
 
 
 def test_legacy_file_resaved_keeps_unknown_missing(tmp_path):
