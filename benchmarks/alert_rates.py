@@ -6,9 +6,9 @@ The wine-grade example's 12 features (11 measurements and a categorical region);
 baseline from 4,000 training rows. Each trial draws a live window of n rows — resampled from
 the training rows themselves (unchanged traffic), or shifted in a known way — bins it with the
 baseline, and asks whether any column of the model crosses its threshold: K-S against
-``c(α/F)·sqrt((n+m)/(n·m))``, PSI against ``χ²(k−1, 1−α/F)·(1/n+1/m)`` (the formulas of the
-generated Prometheus rules, α = 0.05 per model and window, F = 12). The share of trials that
-alarm is the model's false-alarm rate (unchanged) or detection rate (shifted).
+``c(a)·sqrt((n+m)/(n·m))``, Pearson's χ² against ``χ²(k−1, 1−a)`` (the formulas of the
+generated Prometheus rules, α = 0.05 per model and window, F = 12, a = 0.8·α/F). The share
+of trials that alarm is the model's false-alarm rate (unchanged) or detection rate (shifted).
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ as the model's predicted class) and a held-out half, from which the live window 
 drawn without replacement — unchanged, or shifted in a known way. (Windows drawn from one
 fixed held-out half share that half's own chance difference from the training half, which
 inflates every test's false alarms as n grows.) A window alarms for this project when any
-column crosses its alert threshold exactly as the generated rules decide (K-S, PSI, out of
-range; α = 0.05 per model, split over its 12 columns), and for scipy when any raw-value
-two-sample K-S test (the measurements) or χ² test (``quality``) is significant at α/12
-(Bonferroni). The share of windows that alarm is the false-alarm rate (unchanged) or the
-detection rate. With alibi-detect installed, its ``TabularDrift`` (K-S per measurement, χ² for
-``quality``, Bonferroni) gets a column too.
+column crosses its alert threshold exactly as the generated rules decide (K-S and out of
+range for the measurements, χ² for ``quality``; α = 0.05 per model, split over its 12
+columns), and for scipy when any raw-value two-sample K-S test (the measurements) or χ² test
+(``quality``) is significant at α/12 (Bonferroni). The share of windows that alarm is the
+false-alarm rate (unchanged) or the detection rate. With alibi-detect installed, its
+``TabularDrift`` (K-S per measurement, χ² for ``quality``, Bonferroni) gets a column too.
 
 The measurements are recorded on grids (alcohol in tenths): a shift of 0.123 moves every value
 off the grid, which a raw-value K-S test sees through the ties. ``--continuous`` spreads every

@@ -4,7 +4,7 @@ Variables: the Prometheus data source, ``model`` (from ``boxkite_baseline_info``
 ``baseline`` (all by default: a rolling deploy shows both), ``feature`` (from the baseline's
 columns) and ``window`` (every window the rules were generated for, all shown: one row each).
 Each row: every feature's and output's statistic divided by its threshold, so one line at 1
-is every alert's threshold; the effect sizes themselves (K-S, PSI); the share of values
+is every alert's threshold; the effect sizes themselves (K-S, PSI, W1); the share of values
 outside the training range and the missing rate, each against its threshold; the selected
 feature's cumulative share per bucket edge and share per category, baseline and live side by
 side in edge order; live sample sizes. Firing drift alerts are annotations on every time
