@@ -37,6 +37,10 @@ _LIVE = {
 _MISSING = {
     role: families.sample(families.MISSING_FAMILY[role], "_total") for role in families.COLUMN_LABEL
 }
+_SUM = {
+    role: families.sample(families.VALUE_FAMILY[role], "_sum") for role in families.COLUMN_LABEL
+}
+_STDDEV = {role: families.STDDEV_FAMILY[role].name for role in families.COLUMN_LABEL}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class Distribution:
     live_missing: float
     expected_missing: float | None
     baseline: str = ""  # the baseline's identity
+    # For the Wasserstein distance of numeric columns (None where not exported):
+    live_sum: float | None = None
+    expected_sum: float | None = None
+    stddev: float | None = None
 
 
 def distributions(text: str) -> list[Distribution]:
@@ -93,21 +101,24 @@ def fleet_text(prometheus: str, window: str) -> str:
 
     keep = "model, baseline, feature, output, le, category"
     lines = []
-    for name in (*_LIVE.values(), *_MISSING.values()):
-        for sample, query in (
+    queries = [
+        pair
+        for name in (*_LIVE.values(), *_MISSING.values(), *_SUM.values())
+        for pair in (
             (name, f"sum by ({keep}) (increase({name}[{window}]))"),
             (_baseline_twin(name), f"max by ({keep}) ({_baseline_twin(name)})"),
-        ):
-            url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(
-                {"query": query}
+        )
+    ]
+    queries += [(name, f"max by ({keep}) ({name})") for name in _STDDEV.values()]
+    for sample, query in queries:
+        url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        with urllib.request.urlopen(url, timeout=30) as response:
+            answer = json.loads(response.read())
+        for series in answer["data"]["result"]:
+            labels = ",".join(
+                f"{key}={json.dumps(value)}" for key, value in sorted(series["metric"].items())
             )
-            with urllib.request.urlopen(url, timeout=30) as response:
-                answer = json.loads(response.read())
-            for series in answer["data"]["result"]:
-                labels = ",".join(
-                    f"{key}={json.dumps(value)}" for key, value in sorted(series["metric"].items())
-                )
-                lines.append(f"{sample}{{{labels}}} {series['value'][1]}")
+            lines.append(f"{sample}{{{labels}}} {series['value'][1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -126,9 +137,10 @@ def _distribution(values, role, kind, model, baseline, column, live, expected) -
         keys = (*[k for k in expected if k != OTHER], OTHER)
         live_counts = np.array([live.get(k, 0.0) for k in keys])
         expected_counts = np.array([expected[k] for k in keys])
-    missing = values.get((_MISSING[role], model, baseline, column), {})
-    baseline_missing = _baseline_twin(_MISSING[role])
-    expected_missing = values.get((baseline_missing, model, baseline, column))
+
+    def one(name: str) -> float | None:
+        return values.get((name, model, baseline, column), {}).get("")
+
     return Distribution(
         model,
         role,
@@ -137,9 +149,12 @@ def _distribution(values, role, kind, model, baseline, column, live, expected) -
         keys,
         live_counts,
         expected_counts,
-        missing.get("", 0.0),
-        None if expected_missing is None else expected_missing.get(""),
+        one(_MISSING[role]) or 0.0,
+        one(_baseline_twin(_MISSING[role])),
         baseline or "",
+        one(_SUM[role]),
+        one(_baseline_twin(_SUM[role])),
+        one(_STDDEV[role]),
     )
 
 
@@ -152,8 +167,16 @@ def since(later: list[Distribution], earlier: list[Distribution]) -> list[Distri
         if old is None:
             out.append(d)
         else:
+            added = None
+            if d.live_sum is not None and old.live_sum is not None:
+                added = d.live_sum - old.live_sum
             out.append(
-                replace(d, live=d.live - old.live, live_missing=d.live_missing - old.live_missing)
+                replace(
+                    d,
+                    live=d.live - old.live,
+                    live_missing=d.live_missing - old.live_missing,
+                    live_sum=added,
+                )
             )
     return out
 
@@ -163,6 +186,21 @@ def ks_statistic(live: np.ndarray, expected: np.ndarray) -> float:
     return float(
         np.max(np.abs(np.cumsum(live) / live.sum() - np.cumsum(expected) / expected.sum()))
     )
+
+
+def wasserstein(d: Distribution) -> float | None:
+    """The rules' first Wasserstein distance in training standard deviations: W1 of the
+    histograms over the training range (each value at its bucket's upper edge), or the change
+    of the mean where larger; None for categories and where the scrape lacks what it needs."""
+    n, m = d.live.sum(), d.expected.sum()
+    if d.kind != "numeric" or not d.stddev or not n or not m:
+        return None
+    edges = np.array([float(key) for key in d.keys[:-1]])
+    gaps = np.abs(np.cumsum(d.live) / n - np.cumsum(d.expected) / m)[: edges.size - 1]
+    distance = float(np.sum(gaps * np.diff(edges)))
+    if d.live_sum is not None and d.expected_sum is not None:
+        distance = max(distance, abs(d.live_sum / n - d.expected_sum / m))
+    return distance / d.stddev
 
 
 def psi(live: np.ndarray, expected: np.ndarray, smoothing: float = DEFAULTS.smoothing) -> float:
@@ -271,6 +309,7 @@ class Verdict:
     drifted: bool | None  # None: too few live values to say
     reasons: tuple[str, ...]  # "distribution", "out of range", "missing"
     out_of_range: float | None = None  # share of live values outside the training range
+    wasserstein: float | None = None  # W1 in training standard deviations
 
 
 def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Verdict]:
@@ -319,7 +358,17 @@ def judge(found: list[Distribution], options: RuleOptions = DEFAULTS) -> list[Ve
         judged = missing_judged or not math.isnan(value)
         drifted = bool(reasons) if judged else None
         verdicts.append(
-            Verdict(d, _name(d), value, threshold, missing_change, drifted, tuple(reasons), outside)
+            Verdict(
+                d,
+                _name(d),
+                value,
+                threshold,
+                missing_change,
+                drifted,
+                tuple(reasons),
+                outside,
+                wasserstein(d) if judged else None,
+            )
         )
     return verdicts
 
@@ -348,6 +397,7 @@ def as_record(verdict: Verdict) -> dict[str, object]:
         "value": number(verdict.value),
         "threshold": number(verdict.threshold),
         "out_of_range": number(verdict.out_of_range),
+        "wasserstein": number(verdict.wasserstein),
         "drifted": verdict.drifted,
         "reasons": list(verdict.reasons),
     }

@@ -87,6 +87,8 @@ def _panel(verdict: Verdict, with_model: bool) -> str:
     )
     if verdict.out_of_range is not None:
         missing += f" · outside the training range: live {verdict.out_of_range:.1%}"
+    if verdict.wasserstein is not None:
+        missing += f" · W1 {verdict.wasserstein:.2f} SD"
     labels, baseline, live = _bars(verdict)
     css = "panel drift" if verdict.drifted else "panel"
     return (

@@ -190,3 +190,6 @@ def test_a_unit_error_shows_as_values_outside_the_training_range():
     assert size.reasons == ("out of range",) and size.value < size.threshold
     assert 0.01 < size.out_of_range <= 30 / 600
     assert verdicts["x"].out_of_range == 0 and verdicts["x"].drifted is False
+    # W1 sees how far those values went: about half a standard deviation, x next to nothing
+    assert size.wasserstein > 0.3 > 0.1 > verdicts["x"].wasserstein
+    assert verdicts["colour"].wasserstein is None  # categories have none
