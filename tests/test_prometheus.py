@@ -456,7 +456,7 @@ def test_prometheus_alerts_on_what_matters_in_real_data(tmp_path):
         # The steady window was judged, not skipped: 100 rows, pH missing as often as in training.
         steady = 'model="steady", feature="pH"'
         rows = prometheus.value(f"boxkite:feature_live_rows:{WINDOW}{{{steady}}}")
-        assert rows == pytest.approx(100, rel=0.2)  # increase() extrapolates a little
+        assert OPTIONS.min_live <= rows < 150  # 100, as increase() extrapolates it
         assert (
             abs(prometheus.value(f"boxkite:feature_missing_rate_change:{WINDOW}{{{steady}}}"))
             < 0.01
