@@ -17,7 +17,7 @@ import numpy as np
 from . import binning
 from .binning import OTHER
 
-DEFAULT_MAX_BINS = 50
+DEFAULT_MAX_BINS = 30
 DEFAULT_MAX_CATEGORIES = 50
 
 
