@@ -457,7 +457,9 @@ def test_prometheus_alerts_on_what_matters_in_real_data(tmp_path):
 
         prometheus.wait(lambda: expected <= firing(), f"alerts {expected}", seconds=60)
         time.sleep(3)  # more evaluations after the last scrape: nothing else fires
-        assert firing() == expected
+        # (but the unit error is also a real change of alcohol's distribution, which K-S may
+        # see when increase() overstates n)
+        assert firing() - {("BoxkiteFeatureDrift", "unit_error", "alcohol")} == expected
         # The steady window was judged, not skipped: 100 rows, pH missing as often as in training.
         steady = 'model="steady", feature="pH"'
         rows = prometheus.value(f"boxkite:feature_live_rows:{WINDOW}{{{steady}}}")
